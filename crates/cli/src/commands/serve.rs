@@ -1,0 +1,146 @@
+//! `wisp serve`: serve an HTTP app with a fresh instance per request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use wisp_runtime::config::{ByteSize, HumanDuration};
+use wisp_runtime::http::{HttpServer, bind};
+use wisp_runtime::{App, Engine, EngineSettings};
+
+use crate::options::{AppOptions, parse_duration, parse_size, validate};
+
+/// Serve HTTP with a `wasi:http/proxy` component or a WAGI (CGI-style) WASI module.
+///
+/// Each request runs in a fresh instance; none exist while idle. SIGTERM or SIGINT
+/// stops accepting, lets in-flight requests finish (up to --drain-timeout), then
+/// exits 0. `GET /.well-known/wisp/health` is answered by the host itself.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    wisp serve examples/hello.wasm\n  \
+    wisp serve --listen 0.0.0.0:8080 --max-memory 64MiB --timeout 5s app.wasm\n  \
+    wisp serve --allow-outbound 'https://*.example.com' app.wasm")]
+pub struct ServeCommand {
+    #[command(flatten)]
+    options: AppOptions,
+
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", env = "WISP_LISTEN")]
+    listen: Option<SocketAddr>,
+
+    /// Connections open at once; more wait in the kernel backlog.
+    #[arg(long, value_name = "N", env = "WISP_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+
+    /// Requests executing at once (one instance each); more queue.
+    #[arg(long, value_name = "N", env = "WISP_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: Option<u32>,
+
+    /// How long a queued request waits before it gets 503 with Retry-After.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    queue_timeout: Option<HumanDuration>,
+
+    /// How long in-flight requests may finish after SIGTERM/SIGINT.
+    #[arg(long, value_name = "DURATION", env = "WISP_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    drain_timeout: Option<HumanDuration>,
+
+    /// Instance slots of the pooling allocator (at least --max-concurrent-requests).
+    #[arg(long, value_name = "N", env = "WISP_MAX_INSTANCES")]
+    max_instances: Option<u32>,
+
+    /// Address space reserved per linear memory in the pool (smaller fits more
+    /// instances; below 4GiB adds bounds checks).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory_reservation: Option<ByteSize>,
+
+    /// Listen backlog.
+    #[arg(long, value_name = "N")]
+    backlog: Option<u32>,
+
+    /// The app: a wasi:http component or a WASI preview1 command module (WAGI).
+    #[arg(value_name = "APP")]
+    app: PathBuf,
+}
+
+impl ServeCommand {
+    pub fn execute(self) -> Result<()> {
+        let mut config = self.options.to_config()?;
+        let s = &mut config.server;
+        if let Some(v) = self.listen {
+            s.listen = v;
+        }
+        if let Some(v) = self.max_connections {
+            s.max_connections = v;
+        }
+        if let Some(v) = self.max_concurrent_requests {
+            s.max_concurrent_requests = v;
+            // Grow the pool with the request limit unless it was set explicitly.
+            if self.max_instances.is_none() && config.engine.pooling.total_instances < v {
+                config.engine.pooling.total_instances = v;
+            }
+        }
+        if let Some(v) = self.queue_timeout {
+            config.server.queue_timeout = v;
+        }
+        if let Some(v) = self.drain_timeout {
+            config.server.drain_timeout = v;
+        }
+        if let Some(v) = self.backlog {
+            config.server.backlog = v;
+        }
+        if let Some(v) = self.max_instances {
+            config.engine.pooling.total_instances = v;
+        }
+        if let Some(v) = self.memory_reservation {
+            config.engine.pooling.memory_reservation = v;
+        }
+        validate(&config, self.options.config.as_ref())?;
+
+        let engine = Engine::new(&EngineSettings::for_serve(&config))?;
+        let app = App::load(&engine, &self.app, self.options.allow_precompiled)?;
+        let server = HttpServer::new(&engine, &app, &config)?;
+
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .context("failed to start the async runtime")?;
+        rt.block_on(async {
+            let listener = bind(config.server.listen, config.server.backlog)?;
+            let addr = listener.local_addr().context("failed to read the bound address")?;
+            eprintln!("Serving HTTP on http://{addr}/");
+            tracing::info!(app = %self.app.display(), shape = %app.shape(), cached = app.from_cache(), "ready");
+            let report = server
+                .serve(
+                    listener,
+                    config.server.max_connections,
+                    config.server.drain_timeout.0,
+                    shutdown_signal(),
+                )
+                .await;
+            if report.drained {
+                tracing::info!("drained; exiting");
+            } else {
+                tracing::warn!(
+                    live_instances = report.live_instances,
+                    "drain timeout reached; exiting with requests still in flight"
+                );
+            }
+            anyhow::Ok(())
+        })
+    }
+}
+
+/// Resolves on the first SIGTERM (how Kubernetes stops a pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "shutdown requested");
+}

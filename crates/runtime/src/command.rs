@@ -1,0 +1,292 @@
+//! Running command apps to completion: WASI preview1 `_start` modules and WASI 0.2
+//! `wasi:cli/run` components.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::cli::{StdinStream, StdoutStream};
+use wasmtime_wasi::p2::{InputStream, bindings::CommandPre};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::app::{App, AppShape, Code};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::wasi::{Grants, WasiError};
+
+/// Exit status reported for a guest that trapped, mimicking `abort()` (128 + SIGABRT),
+/// as wasmtime's own CLI does.
+pub const TRAP_EXIT_CODE: i32 = 134;
+/// Exit status reported for a guest stopped by its `timeout`, as `timeout(1)` does.
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+/// How a command ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The guest returned or called `exit(code)`.
+    Exited(i32),
+    /// The guest trapped; the error carries the trap and the Wasm backtrace.
+    Trapped(wasmtime::Error),
+    /// The guest ran past its deadline and was stopped.
+    TimedOut(Duration),
+}
+
+impl Outcome {
+    /// The process exit status that represents this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Exited(c) => *c,
+            Self::Trapped(_) => TRAP_EXIT_CODE,
+            Self::TimedOut(_) => TIMEOUT_EXIT_CODE,
+        }
+    }
+}
+
+/// Errors that prevent a command from running at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The app is not a command.
+    #[error("`{}` is a {shape}, not a command; serve it with `wisp serve`", path.display())]
+    NotACommand {
+        /// The app.
+        path: std::path::PathBuf,
+        /// What it is.
+        shape: AppShape,
+    },
+    /// The guest's context could not be built.
+    #[error(transparent)]
+    Wasi(#[from] WasiError),
+    /// Linking or instantiation failed (e.g. an unknown import).
+    #[error("failed to instantiate `{}`", path.display())]
+    Instantiate {
+        /// The app.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: wasmtime::Error,
+    },
+}
+
+/// Standard streams for a command.
+pub enum Stdio {
+    /// The host process's own stdin/stdout/stderr.
+    Inherit,
+    /// Caller-provided streams (the shim's FIFOs, tests' pipes).
+    Custom {
+        /// Standard input.
+        stdin: Box<dyn StdinStream>,
+        /// Standard output.
+        stdout: Box<dyn StdoutStream>,
+        /// Standard error.
+        stderr: Box<dyn StdoutStream>,
+    },
+}
+
+/// Store state of a command instance.
+pub struct CommandState {
+    p1: Option<WasiP1Ctx>,
+    p2: Option<(WasiCtx, ResourceTable)>,
+    limits: StoreLimits,
+}
+
+impl WasiView for CommandState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (ctx, table) = self.p2.as_mut().expect("p2 context for a component");
+        WasiCtxView { ctx, table }
+    }
+}
+
+/// Runs `app` to completion with `args` (`args[0]` is the program name the guest
+/// sees) under the capabilities and limits of `config`.
+pub async fn run(
+    engine: &Engine,
+    app: &App,
+    config: &Config,
+    args: &[String],
+    stdio: Stdio,
+) -> Result<Outcome, RunError> {
+    let grants = Grants::new(&config.capabilities);
+    let mut builder = WasiCtxBuilder::new();
+    builder.args(args);
+    match stdio {
+        Stdio::Inherit => {
+            builder.inherit_stdio();
+        }
+        Stdio::Custom {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            builder.stdin(BoxedIn(stdin)).stdout(BoxedOut(stdout)).stderr(BoxedOut(stderr));
+        }
+    }
+    grants.apply(&mut builder)?;
+
+    let mut limits = StoreLimitsBuilder::new().trap_on_grow_failure(true);
+    if let Some(max) = config.limits.max_memory {
+        limits = limits.memory_size(max.0 as usize);
+    }
+    let limits = limits.build();
+    let instantiate_err = |source| RunError::Instantiate {
+        path: app.path().to_owned(),
+        source,
+    };
+
+    let wt = engine.wasmtime();
+    let timeout = config.limits.timeout.map(|t| t.0);
+    let result = match (app.shape(), app.code()) {
+        (AppShape::P1Command, Code::Module(module)) => {
+            let state = CommandState {
+                p1: Some(builder.build_p1()),
+                p2: None,
+                limits,
+            };
+            let mut store = new_store(wt, state, timeout);
+            let mut linker = wasmtime::Linker::<CommandState>::new(wt);
+            wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| {
+                s.p1.as_mut().expect("p1 context for a module")
+            })
+            .map_err(instantiate_err)?;
+            let instance = linker
+                .instantiate_async(&mut store, module)
+                .await
+                .map_err(instantiate_err)?;
+            let start = instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .map_err(instantiate_err)?;
+            start.call_async(&mut store, ()).await.map(|()| 0)
+        }
+        (AppShape::P2Command, Code::Component(component)) => {
+            let state = CommandState {
+                p1: None,
+                p2: Some((builder.build(), ResourceTable::new())),
+                limits,
+            };
+            let mut store = new_store(wt, state, timeout);
+            let mut linker = wasmtime::component::Linker::<CommandState>::new(wt);
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(instantiate_err)?;
+            let pre = linker
+                .instantiate_pre(component)
+                .and_then(CommandPre::new)
+                .map_err(instantiate_err)?;
+            let command = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(instantiate_err)?;
+            command
+                .wasi_cli_run()
+                .call_run(&mut store)
+                .await
+                .map(|r| if r.is_ok() { 0 } else { 1 })
+        }
+        (shape, _) => {
+            return Err(RunError::NotACommand {
+                path: app.path().to_owned(),
+                shape,
+            });
+        }
+    };
+    Ok(match result {
+        Ok(code) => Outcome::Exited(code),
+        Err(e) => classify_exit(e, timeout),
+    })
+}
+
+/// Describes a guest failure for people: the reason (the trap, or the host error
+/// that stopped the guest) on the first line, then the Wasm backtrace if any.
+pub fn describe_trap(e: &wasmtime::Error) -> String {
+    let reason = match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        // The innermost cause is the reason; outer layers are the backtrace
+        // context, printed below.
+        None => e.chain().last().map(|c| c.to_string()).unwrap_or_default(),
+    };
+    match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        // WasmBacktrace displays as "error while executing at wasm backtrace:\n  0: ...".
+        Some(bt) => format!("{reason}\n{bt}"),
+        None => reason,
+    }
+}
+
+/// Sorts a guest error into exit, timeout or trap.
+pub(crate) fn classify_exit(e: wasmtime::Error, timeout: Option<Duration>) -> Outcome {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Outcome::Exited(exit.0);
+    }
+    if let (Some(Trap::Interrupt), Some(t)) = (e.downcast_ref::<Trap>(), timeout) {
+        return Outcome::TimedOut(t);
+    }
+    Outcome::Trapped(e)
+}
+
+/// A store with the memory limiter and the epoch policy installed: yield to the
+/// executor every tick, and trap with `Trap::Interrupt` once past `timeout`.
+pub(crate) fn new_store<T: Send + 'static>(
+    engine: &wasmtime::Engine,
+    data: T,
+    timeout: Option<Duration>,
+) -> Store<T>
+where
+    T: HasLimits,
+{
+    let mut store = Store::new(engine, data);
+    store.limiter(|s| s.limits());
+    install_deadline(&mut store, timeout);
+    store
+}
+
+/// Installs the epoch policy on `store`.
+pub(crate) fn install_deadline<T: 'static>(store: &mut Store<T>, timeout: Option<Duration>) {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| match deadline {
+        Some(d) if Instant::now() >= d => Ok(UpdateDeadline::Interrupt),
+        _ => Ok(UpdateDeadline::Yield(1)),
+    });
+}
+
+/// Store data that carries [`StoreLimits`].
+pub(crate) trait HasLimits {
+    fn limits(&mut self) -> &mut StoreLimits;
+}
+
+impl HasLimits for CommandState {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+struct BoxedIn(Box<dyn StdinStream>);
+
+impl wasmtime_wasi::cli::IsTerminal for BoxedIn {
+    fn is_terminal(&self) -> bool {
+        self.0.is_terminal()
+    }
+}
+
+impl StdinStream for BoxedIn {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        self.0.p2_stream()
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        self.0.async_stream()
+    }
+}
+
+struct BoxedOut(Box<dyn StdoutStream>);
+
+impl wasmtime_wasi::cli::IsTerminal for BoxedOut {
+    fn is_terminal(&self) -> bool {
+        self.0.is_terminal()
+    }
+}
+
+impl StdoutStream for BoxedOut {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        self.0.p2_stream()
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        self.0.async_stream()
+    }
+}

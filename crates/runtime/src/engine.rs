@@ -1,0 +1,173 @@
+//! The engine: a configured `wasmtime::Engine`, its epoch ticker and the code cache.
+//!
+//! One engine serves every app of a process, so compiled code and the instance pool
+//! are shared. Epoch interruption is always on: a background thread advances the
+//! epoch every [`EPOCH_TICK`], which lets running guests yield to the executor and
+//! lets deadlines stop guests that never call the host.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::cache::CodeCache;
+use crate::config::{Config, PoolingConfig};
+
+/// How often the epoch advances: the granularity of deadlines and of the
+/// cooperative yields of long-running guests.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Errors of building an engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration.
+    #[error("failed to configure the Wasm engine")]
+    Config(#[source] wasmtime::Error),
+}
+
+/// How instances get their memory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Allocation {
+    /// mmap per instance; right for one-shot `run`.
+    OnDemand,
+    /// Preallocated slots; right for serving many short-lived instances.
+    Pooling(PoolingConfig),
+}
+
+/// Engine settings, usually derived from a [`Config`].
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Instance allocation strategy.
+    pub allocation: Allocation,
+    /// Cap on each linear memory, also sizing the pool's memory slots.
+    pub max_memory: Option<u64>,
+    /// Compiled-code cache directory; `None` disables caching.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl EngineSettings {
+    /// Settings for serving: pooling allocator.
+    pub fn for_serve(config: &Config) -> Self {
+        Self {
+            allocation: Allocation::Pooling(config.engine.pooling.clone()),
+            max_memory: config.limits.max_memory.map(|b| b.0),
+            cache_dir: config.engine.cache_dir.clone(),
+        }
+    }
+
+    /// Settings for a one-shot run: on-demand allocation.
+    pub fn for_run(config: &Config) -> Self {
+        Self {
+            allocation: Allocation::OnDemand,
+            max_memory: config.limits.max_memory.map(|b| b.0),
+            cache_dir: config.engine.cache_dir.clone(),
+        }
+    }
+}
+
+/// A configured engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: wasmtime::Engine,
+    cache: Option<CodeCache>,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("cache", &self.cache).finish()
+    }
+}
+
+impl Engine {
+    /// Builds an engine and starts its epoch ticker.
+    pub fn new(settings: &EngineSettings) -> Result<Self, EngineError> {
+        let mut cfg = wasmtime::Config::new();
+        cfg.epoch_interruption(true);
+        cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+        if let Allocation::Pooling(p) = &settings.allocation {
+            cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+                p,
+                settings.max_memory,
+            )));
+            cfg.memory_reservation(p.memory_reservation.0);
+            cfg.memory_guard_size(p.memory_guard.0);
+        }
+        let inner = wasmtime::Engine::new(&cfg).map_err(EngineError::Config)?;
+        let ticker = EpochTicker::start(inner.clone());
+        Ok(Self {
+            inner,
+            cache: settings.cache_dir.clone().map(CodeCache::new),
+            _ticker: Arc::new(ticker),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner
+    }
+
+    /// The code cache, if enabled.
+    pub fn cache(&self) -> Option<&CodeCache> {
+        self.cache.as_ref()
+    }
+}
+
+fn pooling_config(p: &PoolingConfig, max_memory: Option<u64>) -> PoolingAllocationConfig {
+    let n = p.total_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    // A componentized C or Rust app instantiates a handful of core modules (the app,
+    // the WASI adapter, the canonical-ABI shims) with one or two memories and tables.
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(4))
+        .total_memories(n.saturating_mul(2))
+        .total_tables(n.saturating_mul(4))
+        .total_stacks(n)
+        .max_memory_size(
+            max_memory
+                .unwrap_or(p.memory_reservation.0.max(64 << 10))
+                .min(usize::MAX as u64) as usize,
+        )
+        // Keeping a little of each slot resident saves an madvise and the page
+        // faults of re-touching it on the next request.
+        .linear_memory_keep_resident(p.keep_resident.0 as usize)
+        .table_keep_resident(p.keep_resident.0 as usize);
+    pool
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: wasmtime::Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wisp-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

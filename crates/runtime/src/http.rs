@@ -1,0 +1,776 @@
+//! Serving HTTP: one fresh, isolated instance per request.
+//!
+//! Two executors sit behind one server:
+//! - **proxy**: a `wasi:http/proxy` component, called through `wasi:http/incoming-handler`;
+//! - **WAGI**: a WASI preview1 command module run CGI-style: CGI variables and request
+//!   headers in the environment, query parameters as arguments, the body on stdin,
+//!   and a CGI response (headers, blank line, body) on stdout.
+//!
+//! Compilation and `instantiate_pre` happen once in [`HttpServer::new`]; each request
+//! gets its own `Store` from the pooling allocator and drops it when done, so an idle
+//! server holds zero instances. A semaphore bounds requests executing at once; a
+//! request that cannot get a slot within `queue-timeout` is answered `503` with
+//! `Retry-After`. Each instance runs under the per-instance memory cap and deadline.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::app::{App, AppShape, Code};
+use crate::command::{HasLimits, install_deadline};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::wasi::{Grants, OutboundPolicy};
+
+/// The body type of every response.
+pub type ResponseBody = HyperOutgoingBody;
+
+/// Path answered by the host itself, without an instance, even under full load.
+pub const HEALTH_PATH: &str = "/.well-known/wisp/health";
+/// Largest request body a WAGI module is handed on stdin.
+pub const MAX_WAGI_BODY: usize = 16 << 20;
+/// Largest CGI output a WAGI module may write.
+pub const MAX_WAGI_OUTPUT: usize = 64 << 20;
+
+/// Errors of setting up or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The app is not an HTTP app.
+    #[error("`{}` is a {shape}, which cannot serve HTTP; run it with `wisp run`", path.display())]
+    NotHttp {
+        /// The app.
+        path: std::path::PathBuf,
+        /// What it is.
+        shape: AppShape,
+    },
+    /// Linking failed (e.g. the app imports something the host does not provide).
+    #[error("failed to prepare `{}` for instantiation", path.display())]
+    Prepare {
+        /// The app.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: wasmtime::Error,
+    },
+    /// The listening socket could not be set up.
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Store state of a `wasi:http` instance.
+pub struct ProxyState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: OutboundPolicy,
+    limits: StoreLimits,
+    _live: LiveGuard,
+}
+
+impl WasiView for ProxyState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for ProxyState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl HasLimits for ProxyState {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+/// Store state of a WAGI instance.
+pub struct WagiState {
+    wasi: WasiP1Ctx,
+    limits: StoreLimits,
+    _live: LiveGuard,
+}
+
+impl HasLimits for WagiState {
+    fn limits(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}
+
+/// Counts live instances; one lives in each store's data.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum Executor {
+    Proxy(ProxyPre<ProxyState>),
+    Wagi(wasmtime::InstancePre<WagiState>),
+}
+
+struct Inner {
+    engine: Engine,
+    executor: Executor,
+    grants: Grants,
+    max_memory: Option<usize>,
+    timeout: Option<Duration>,
+    queue_timeout: Duration,
+    slots: Arc<Semaphore>,
+    live: Arc<AtomicUsize>,
+    listen: SocketAddr,
+}
+
+/// A prepared HTTP app. Cheap to clone; clones share the instance slots.
+#[derive(Clone)]
+pub struct HttpServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("live_instances", &self.live_instances())
+            .finish()
+    }
+}
+
+impl HttpServer {
+    /// Links and pre-instantiates `app` once; every request reuses the result.
+    pub fn new(engine: &Engine, app: &App, config: &Config) -> Result<Self, ServeError> {
+        let wt = engine.wasmtime();
+        let prepare = |source| ServeError::Prepare {
+            path: app.path().to_owned(),
+            source,
+        };
+        let executor = match (app.shape(), app.code()) {
+            (AppShape::HttpProxy, Code::Component(component)) => {
+                let mut linker = wasmtime::component::Linker::<ProxyState>::new(wt);
+                wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(prepare)?;
+                wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+                    .map_err(prepare)?;
+                let pre = linker.instantiate_pre(component).map_err(prepare)?;
+                Executor::Proxy(ProxyPre::new(pre).map_err(prepare)?)
+            }
+            (AppShape::P1Command, Code::Module(module)) => {
+                let mut linker = wasmtime::Linker::<WagiState>::new(wt);
+                wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| &mut s.wasi)
+                    .map_err(prepare)?;
+                Executor::Wagi(linker.instantiate_pre(module).map_err(prepare)?)
+            }
+            (shape, _) => {
+                return Err(ServeError::NotHttp {
+                    path: app.path().to_owned(),
+                    shape,
+                });
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine: engine.clone(),
+                executor,
+                grants: Grants::new(&config.capabilities),
+                max_memory: config.limits.max_memory.map(|m| m.0 as usize),
+                timeout: config.limits.timeout.map(|t| t.0),
+                queue_timeout: config.server.queue_timeout.0,
+                slots: Arc::new(Semaphore::new(config.server.max_concurrent_requests as usize)),
+                live: Arc::new(AtomicUsize::new(0)),
+                listen: config.server.listen,
+            }),
+        })
+    }
+
+    /// Instances alive right now (zero when idle).
+    pub fn live_instances(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Handles one request: the whole per-request path, without sockets.
+    pub async fn handle<B>(&self, mut req: Request<B>, remote: Option<SocketAddr>) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error> + std::error::Error + Send + Sync + 'static,
+    {
+        if req.uri().path() == HEALTH_PATH {
+            return text(StatusCode::OK, "ok\n");
+        }
+        // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
+        if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
+            let host = HeaderValue::from_str(&self.inner.listen.to_string()).expect("address is a valid header");
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        let permit = match tokio::time::timeout(
+            self.inner.queue_timeout,
+            self.inner.slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later\n");
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+        };
+        match &self.inner.executor {
+            Executor::Proxy(pre) => self.handle_proxy(pre, req, permit).await,
+            Executor::Wagi(pre) => self.handle_wagi(pre, req, remote, permit).await,
+        }
+    }
+
+    fn limits(&self) -> StoreLimits {
+        let mut b = StoreLimitsBuilder::new().trap_on_grow_failure(true);
+        if let Some(max) = self.inner.max_memory {
+            b = b.memory_size(max);
+        }
+        b.build()
+    }
+
+    fn new_store<T: HasLimits + Send + 'static>(&self, data: T) -> Store<T> {
+        let mut store = Store::new(self.inner.engine.wasmtime(), data);
+        store.limiter(|s| s.limits());
+        install_deadline(&mut store, self.inner.timeout);
+        store
+    }
+
+    async fn handle_proxy<B>(
+        &self,
+        pre: &ProxyPre<ProxyState>,
+        req: Request<B>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let mut builder = WasiCtxBuilder::new();
+        builder.inherit_stdout().inherit_stderr();
+        if let Err(e) = self.inner.grants.apply(&mut builder) {
+            tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
+        }
+        let state = ProxyState {
+            wasi: builder.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: self.inner.grants.outbound(),
+            limits: self.limits(),
+            _live: LiveGuard::new(&self.inner.live),
+        };
+        let mut store = self.new_store(state);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let resources = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .and_then(|req| {
+                let out = store.data_mut().http().new_response_outparam(tx)?;
+                Ok((req, out))
+            });
+        let (req, out) = match resources {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "bad request");
+                return text(StatusCode::BAD_REQUEST, "bad request\n");
+            }
+        };
+        let pre = pre.clone();
+        let timeout = self.inner.timeout;
+        // The guest runs in its own task: it may keep streaming the body after it
+        // has handed over the response head. The permit and the store live as long
+        // as the guest does.
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            };
+            match timeout {
+                Some(t) => tokio::time::timeout(t, run)
+                    .await
+                    .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt))),
+                None => run.await,
+            }
+        });
+        match rx.await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(code)) => {
+                tracing::warn!(error = ?code, "guest answered with an error code");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+            }
+            // The guest dropped the response outparam without setting it: it
+            // returned early or failed. The task's result says which.
+            Err(_) => match task.await {
+                Ok(Ok(())) => {
+                    tracing::error!("guest returned without setting a response");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+                }
+                Ok(Err(e)) => guest_failure(&e),
+                Err(join) => {
+                    tracing::error!(error = %join, "guest task failed");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+                }
+            },
+        }
+    }
+
+    async fn handle_wagi<B>(
+        &self,
+        pre: &wasmtime::InstancePre<WagiState>,
+        req: Request<B>,
+        remote: Option<SocketAddr>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let _permit = permit;
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_WAGI_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                return if too_large {
+                    text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+                } else {
+                    text(StatusCode::BAD_REQUEST, "failed to read request body\n")
+                };
+            }
+        };
+        let stdout = MemoryOutputPipe::new(MAX_WAGI_OUTPUT);
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .args(&cgi_args(&parts.uri))
+            .envs(&cgi_env(&parts, body.len(), self.inner.listen, remote))
+            .stdin(MemoryInputPipe::new(body))
+            .stdout(stdout.clone())
+            .inherit_stderr();
+        if let Err(e) = self.inner.grants.apply(&mut builder) {
+            tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
+        }
+        let state = WagiState {
+            wasi: builder.build_p1(),
+            limits: self.limits(),
+            _live: LiveGuard::new(&self.inner.live),
+        };
+        let mut store = self.new_store(state);
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        };
+        let result = match self.inner.timeout {
+            Some(t) => tokio::time::timeout(t, run)
+                .await
+                .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt))),
+            None => run.await,
+        };
+        drop(store);
+        match result {
+            Ok(()) => {}
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(I32Exit(0)) => {}
+                Some(I32Exit(code)) => {
+                    tracing::error!(code, "WAGI module exited with a failure status");
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
+                }
+                None => return guest_failure(&e),
+            },
+        }
+        match parse_cgi(&stdout.contents()) {
+            Ok(resp) => resp.map(|b| b.map_err(|n: Infallible| match n {}).boxed_unsync()),
+            Err(e) => {
+                tracing::error!(error = %e, "WAGI module wrote an invalid CGI response");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+            }
+        }
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then stops
+    /// accepting and lets in-flight requests finish for up to `drain`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        max_connections: usize,
+        drain: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) -> DrainReport {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let conns = Arc::new(Semaphore::new(max_connections));
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            // Take a connection slot before accepting: past the limit, new
+            // connections wait in the kernel's backlog instead of being accepted
+            // and starved.
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                p = conns.clone().acquire_owned() => p.expect("semaphore never closed"),
+            };
+            let (stream, remote) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning; the
+                        // connection stays in the backlog.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            // Responses are written whole; Nagle would hold small ones back until
+            // the client's delayed ACK.
+            let _ = stream.set_nodelay(true);
+            let server = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(server.handle(req, Some(remote)).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, %remote, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        let open = graceful.count();
+        tracing::info!(open_connections = open, "shutting down: draining in-flight requests");
+        let drained = tokio::time::timeout(drain, graceful.shutdown()).await.is_ok();
+        DrainReport {
+            drained,
+            live_instances: self.live_instances(),
+        }
+    }
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Whether every connection finished within the drain timeout.
+    pub drained: bool,
+    /// Instances still alive when `serve` returned.
+    pub live_instances: usize,
+}
+
+/// Binds a listening socket with `backlog`.
+pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServeError> {
+    let err = |source| ServeError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    // Lets a restarted server rebind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(backlog).map_err(err)
+}
+
+fn guest_failure(e: &wasmtime::Error) -> Response<ResponseBody> {
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        tracing::error!("guest stopped: request deadline exceeded");
+        return text(StatusCode::GATEWAY_TIMEOUT, "request timed out\n");
+    }
+    tracing::error!(error = ?e, "guest failed");
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|n: Infallible| match n {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// WAGI arguments: the path, then each query parameter (`a=b&c` gives `a=b`, `c`),
+/// percent-decoded.
+pub fn cgi_args(uri: &http::Uri) -> Vec<String> {
+    let mut args = vec![uri.path().to_owned()];
+    if let Some(q) = uri.query() {
+        args.extend(q.split('&').filter(|p| !p.is_empty()).map(percent_decode));
+    }
+    args
+}
+
+/// The CGI/1.1 environment of a request (RFC 3875, plus WAGI's `X_FULL_URL`),
+/// with each request header as `HTTP_<NAME>`.
+pub fn cgi_env(
+    parts: &http::request::Parts,
+    content_length: usize,
+    listen: SocketAddr,
+    remote: Option<SocketAddr>,
+) -> Vec<(String, String)> {
+    let uri = &parts.uri;
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| listen.to_string());
+    let (server_name, server_port) = match host.rsplit_once(':') {
+        Some((n, p)) if p.parse::<u16>().is_ok() => (n.to_owned(), p.to_owned()),
+        _ => (host.clone(), listen.port().to_string()),
+    };
+    let header = |name: HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut env = vec![
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        ("SERVER_SOFTWARE".into(), concat!("wisp/", env!("CARGO_PKG_VERSION")).into()),
+        ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
+        ("SERVER_NAME".into(), server_name),
+        ("SERVER_PORT".into(), server_port),
+        ("REQUEST_METHOD".into(), parts.method.as_str().into()),
+        ("SCRIPT_NAME".into(), String::new()),
+        ("PATH_INFO".into(), uri.path().into()),
+        ("PATH_TRANSLATED".into(), uri.path().into()),
+        ("QUERY_STRING".into(), uri.query().unwrap_or("").into()),
+        ("CONTENT_LENGTH".into(), content_length.to_string()),
+        ("CONTENT_TYPE".into(), header(http::header::CONTENT_TYPE)),
+        ("REMOTE_ADDR".into(), remote.map(|r| r.ip().to_string()).unwrap_or_default()),
+        ("REMOTE_HOST".into(), remote.map(|r| r.ip().to_string()).unwrap_or_default()),
+        ("X_MATCHED_ROUTE".into(), "/...".into()),
+        (
+            "X_FULL_URL".into(),
+            format!(
+                "http://{host}{}",
+                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            ),
+        ),
+    ];
+    for (name, value) in &parts.headers {
+        // Content-Type and -Length have their own variables; Authorization is
+        // withheld, as CGI servers do.
+        if name == http::header::AUTHORIZATION
+            || name == http::header::CONTENT_TYPE
+            || name == http::header::CONTENT_LENGTH
+        {
+            continue;
+        }
+        let Ok(value) = value.to_str() else { continue };
+        let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        match env.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                v.push_str(", ");
+                v.push_str(value);
+            }
+            None => env.push((key, value.to_owned())),
+        }
+    }
+    env
+}
+
+/// Errors of parsing a CGI response.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CgiError {
+    /// No blank line ends the header block.
+    #[error("no blank line after the CGI headers")]
+    NoHeaderEnd,
+    /// A header line without a colon, or not valid as an HTTP header.
+    #[error("invalid CGI header line `{0}`")]
+    BadHeader(String),
+    /// A `Status` header that is not `NNN [reason]`.
+    #[error("invalid CGI Status `{0}`")]
+    BadStatus(String),
+}
+
+/// Parses CGI output: header lines, a blank line, then the body. `Status: NNN`
+/// sets the status; a `Location` without one means `302 Found` (RFC 3875 §6.2.3).
+pub fn parse_cgi(out: &[u8]) -> Result<Response<Full<Bytes>>, CgiError> {
+    let (head, body) = split_head(out).ok_or(CgiError::NoHeaderEnd)?;
+    let head = String::from_utf8_lossy(head);
+    let mut status = None;
+    let mut headers = HeaderMap::new();
+    for line in head.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| CgiError::BadHeader(line.to_owned()))?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.split_whitespace().next().unwrap_or("");
+            let code = code
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(|| CgiError::BadStatus(value.to_owned()))?;
+            status = Some(code);
+            continue;
+        }
+        let name = HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| CgiError::BadHeader(line.to_owned()))?;
+        let value = HeaderValue::from_str(value).map_err(|_| CgiError::BadHeader(line.to_owned()))?;
+        headers.append(name, value);
+    }
+    let status = status.unwrap_or(if headers.contains_key(http::header::LOCATION) {
+        StatusCode::FOUND
+    } else {
+        StatusCode::OK
+    });
+    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(body)));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
+
+fn split_head(out: &[u8]) -> Option<(&[u8], &[u8])> {
+    // The header block ends at the first empty line, "\n\n" or "\r\n\r\n".
+    let mut i = 0;
+    while i < out.len() {
+        if out[i] == b'\n' {
+            let rest = &out[i + 1..];
+            if rest.starts_with(b"\n") {
+                return Some((&out[..i], &rest[1..]));
+            }
+            if rest.starts_with(b"\r\n") {
+                return Some((&out[..i], &rest[2..]));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgi_output_parses() {
+        let r = parse_cgi(b"Content-Type: text/plain\nX-A: 1\n\nbody\n").unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/plain");
+        assert_eq!(r.headers()["x-a"], "1");
+        let r = parse_cgi(b"Status: 201 Created\r\nContent-Type: a/b\r\n\r\nx").unwrap();
+        assert_eq!(r.status(), 201);
+        let r = parse_cgi(b"Location: /elsewhere\n\n").unwrap();
+        assert_eq!(r.status(), 302);
+        assert_eq!(parse_cgi(b"Content-Type: x\nno end"), Err(CgiError::NoHeaderEnd));
+        assert!(matches!(parse_cgi(b"garbage\n\n"), Err(CgiError::BadHeader(_))));
+        assert!(matches!(parse_cgi(b"Status: abc\n\n"), Err(CgiError::BadStatus(_))));
+        assert!(matches!(parse_cgi(b"Status: 99\n\n"), Err(CgiError::BadStatus(_))));
+    }
+
+    #[test]
+    fn cgi_args_and_env() {
+        let uri: http::Uri = "/p/q?a=b%20c&&d+e&f%zz".parse().unwrap();
+        assert_eq!(cgi_args(&uri), vec!["/p/q", "a=b c", "d e", "f%zz"]);
+        let req = Request::builder()
+            .method("POST")
+            .uri("/x?y=1")
+            .header("host", "example.test:8080")
+            .header("x-test", "one")
+            .header("x-test", "two")
+            .header("authorization", "secret")
+            .header("content-type", "text/plain")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let env = cgi_env(&parts, 5, "127.0.0.1:3000".parse().unwrap(), Some("127.0.0.9:5555".parse().unwrap()));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("REQUEST_METHOD"), Some("POST"));
+        assert_eq!(get("PATH_INFO"), Some("/x"));
+        assert_eq!(get("QUERY_STRING"), Some("y=1"));
+        assert_eq!(get("SERVER_NAME"), Some("example.test"));
+        assert_eq!(get("SERVER_PORT"), Some("8080"));
+        assert_eq!(get("CONTENT_LENGTH"), Some("5"));
+        assert_eq!(get("CONTENT_TYPE"), Some("text/plain"));
+        assert_eq!(get("HTTP_X_TEST"), Some("one, two"));
+        assert_eq!(get("REMOTE_ADDR"), Some("127.0.0.9"));
+        assert_eq!(get("X_FULL_URL"), Some("http://example.test:8080/x?y=1"));
+        assert_eq!(get("HTTP_AUTHORIZATION"), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! Turning granted capabilities into WASI contexts, default deny.
+//!
+//! A guest gets no environment, no directories and no network unless the
+//! [`Capabilities`] grant them. Outbound HTTP goes through [`OutboundPolicy`], which
+//! answers a denied request with `HTTP-request-denied` in the guest; sockets go
+//! through a `socket_addr_check` built from the same patterns.
+
+use std::sync::Arc;
+
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
+
+use crate::config::{Capabilities, OutboundPattern};
+
+/// Errors of preparing a guest's context.
+#[derive(Debug, thiserror::Error)]
+pub enum WasiError {
+    /// A granted directory could not be opened.
+    #[error("failed to open directory `{}` for the guest", path.display())]
+    Preopen {
+        /// The host path.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: wasmtime::Error,
+    },
+}
+
+/// The capabilities of an app, prepared once and applied to every instance.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    caps: Arc<Capabilities>,
+    env: Arc<[(String, String)]>,
+}
+
+impl Grants {
+    /// Prepares `caps`.
+    pub fn new(caps: &Capabilities) -> Self {
+        Self {
+            env: caps.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            caps: Arc::new(caps.clone()),
+        }
+    }
+
+    /// The granted environment.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The outbound policy for wasi:http.
+    pub fn outbound(&self) -> OutboundPolicy {
+        OutboundPolicy {
+            patterns: self.caps.clone(),
+        }
+    }
+
+    /// Applies env, preopens and network rules to `builder`. Stdio and args are the
+    /// caller's business.
+    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), WasiError> {
+        builder.envs(&self.env);
+        for dir in &self.caps.dirs {
+            let perms = if dir.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|source| WasiError::Preopen {
+                    path: dir.host.clone(),
+                    source,
+                })?;
+        }
+        let patterns = &self.caps.allow_outbound;
+        let socket_patterns: Vec<OutboundPattern> = patterns
+            .iter()
+            .filter(|p| matches!(p.scheme(), None | Some("tcp" | "udp")))
+            .cloned()
+            .collect();
+        if !socket_patterns.is_empty() {
+            let tcp = socket_patterns.iter().any(|p| matches!(p.scheme(), None | Some("tcp")));
+            let udp = socket_patterns.iter().any(|p| matches!(p.scheme(), None | Some("udp")));
+            builder.allow_tcp(tcp).allow_udp(udp).allow_ip_name_lookup(true);
+            let socket_patterns = Arc::new(socket_patterns);
+            builder.socket_addr_check(move |addr, usage| {
+                let patterns = socket_patterns.clone();
+                Box::pin(async move {
+                    let (scheme, bind) = match usage {
+                        SocketAddrUse::TcpBind => ("tcp", true),
+                        SocketAddrUse::UdpBind => ("udp", true),
+                        SocketAddrUse::UdpSend => ("udp", false),
+                        _ => ("tcp", false),
+                    };
+                    // An ephemeral bind (port 0) is what every connect does
+                    // implicitly: harmless on its own, and the connect is checked.
+                    let host = addr.ip().to_string();
+                    (bind && addr.port() == 0)
+                        || patterns.iter().any(|p| p.allows(scheme, &host, addr.port()))
+                })
+            });
+        }
+        Ok(())
+    }
+}
+
+/// wasi:http hooks that refuse requests outside the allow-list.
+pub struct OutboundPolicy {
+    patterns: Arc<Capabilities>,
+}
+
+impl OutboundPolicy {
+    /// Whether `uri` may be requested.
+    pub fn allows(&self, uri: &http::Uri) -> bool {
+        let scheme = uri.scheme_str().unwrap_or("http");
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        self.patterns
+            .allow_outbound
+            .iter()
+            .filter(|p| matches!(p.scheme(), None | Some("http" | "https")))
+            .any(|p| p.allows(scheme, host, port))
+    }
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        let allowed = self.allows(request.uri());
+        if !allowed {
+            tracing::info!(uri = %request.uri(), "outbound request denied: not in allow-outbound");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_policy_checks_scheme_host_port() {
+        let mut caps = Capabilities::default();
+        let policy = Grants::new(&caps).outbound();
+        assert!(!policy.allows(&"http://127.0.0.1:8080/".parse().unwrap()), "default deny");
+        caps.allow_outbound = vec!["http://127.0.0.1:8080".parse().unwrap(), "tcp://127.0.0.1:*".parse().unwrap()];
+        let policy = Grants::new(&caps).outbound();
+        assert!(policy.allows(&"http://127.0.0.1:8080/x?y".parse().unwrap()));
+        assert!(!policy.allows(&"http://127.0.0.1:8081/".parse().unwrap()));
+        assert!(!policy.allows(&"https://127.0.0.1:8080/".parse().unwrap()));
+        assert!(!policy.allows(&"http://localhost:8080/".parse().unwrap()));
+        assert!(!policy.allows(&"/relative".parse().unwrap()));
+    }
+}
