@@ -227,6 +227,39 @@ impl HttpServer {
         self.inner.live.load(Ordering::Relaxed)
     }
 
+    /// Creates one instance exactly as a request would (fresh store, pooled slot,
+    /// limits, WASI context) and drops it without calling the guest. Used as a
+    /// start-up check, so an app that cannot instantiate fails before the server
+    /// reports ready, and by the instantiation benchmark.
+    pub async fn instantiate_once(&self) -> Result<(), wasmtime::Error> {
+        match &self.inner.executor {
+            Executor::Proxy(pre) => {
+                let mut builder = WasiCtxBuilder::new();
+                self.inner.grants.apply(&mut builder)?;
+                let mut store = self.new_store(ProxyState {
+                    wasi: builder.build(),
+                    http: WasiHttpCtx::new(),
+                    table: ResourceTable::new(),
+                    hooks: self.inner.grants.outbound(),
+                    limits: self.limits(),
+                    _live: LiveGuard::new(&self.inner.live),
+                });
+                pre.instantiate_async(&mut store).await?;
+            }
+            Executor::Wagi(pre) => {
+                let mut builder = WasiCtxBuilder::new();
+                self.inner.grants.apply(&mut builder)?;
+                let mut store = self.new_store(WagiState {
+                    wasi: builder.build_p1(),
+                    limits: self.limits(),
+                    _live: LiveGuard::new(&self.inner.live),
+                });
+                pre.instantiate_async(&mut store).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Handles one request: the whole per-request path, without sockets.
     pub async fn handle<B>(&self, mut req: Request<B>, remote: Option<SocketAddr>) -> Response<ResponseBody>
     where

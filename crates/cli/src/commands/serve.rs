@@ -108,6 +108,10 @@ impl ServeCommand {
             .build()
             .context("failed to start the async runtime")?;
         rt.block_on(async {
+            server
+                .instantiate_once()
+                .await
+                .with_context(|| format!("failed to instantiate `{}`", self.app.display()))?;
             let listener = bind(config.server.listen, config.server.backlog)?;
             let addr = listener.local_addr().context("failed to read the bound address")?;
             eprintln!("Serving HTTP on http://{addr}/");
