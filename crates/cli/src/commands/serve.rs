@@ -111,6 +111,7 @@ impl ServeCommand {
             server
                 .instantiate_once()
                 .await
+                .map_err(anyhow::Error::from)
                 .with_context(|| format!("failed to instantiate `{}`", self.app.display()))?;
             let listener = bind(config.server.listen, config.server.backlog)?;
             let addr = listener.local_addr().context("failed to read the bound address")?;
