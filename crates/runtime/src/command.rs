@@ -237,7 +237,7 @@ where
 }
 
 /// Installs the epoch policy on `store`.
-pub(crate) fn install_deadline<T: 'static>(store: &mut Store<T>, timeout: Option<Duration>) {
+fn install_deadline<T: 'static>(store: &mut Store<T>, timeout: Option<Duration>) {
     let deadline = timeout.map(|t| Instant::now() + t);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| match deadline {

@@ -84,24 +84,27 @@ impl Grants {
             builder.allow_tcp(tcp).allow_udp(udp).allow_ip_name_lookup(true);
             let socket_patterns = Arc::new(socket_patterns);
             builder.socket_addr_check(move |addr, usage| {
-                let patterns = socket_patterns.clone();
-                Box::pin(async move {
-                    let (scheme, bind) = match usage {
-                        SocketAddrUse::TcpBind => ("tcp", true),
-                        SocketAddrUse::UdpBind => ("udp", true),
-                        SocketAddrUse::UdpSend => ("udp", false),
-                        _ => ("tcp", false),
-                    };
-                    // An ephemeral bind (port 0) is what every connect does
-                    // implicitly: harmless on its own, and the connect is checked.
-                    let host = addr.ip().to_string();
-                    (bind && addr.port() == 0)
-                        || patterns.iter().any(|p| p.allows(scheme, &host, addr.port()))
-                })
+                let allowed = socket_allowed(&socket_patterns, addr, usage);
+                Box::pin(async move { allowed })
             });
         }
         Ok(())
     }
+}
+
+/// Whether a wasi:sockets use of `addr` is allowed by `patterns` (`tcp://`,
+/// `udp://` or `*://` patterns with IP hosts).
+pub fn socket_allowed(patterns: &[OutboundPattern], addr: std::net::SocketAddr, usage: SocketAddrUse) -> bool {
+    let (scheme, bind) = match usage {
+        SocketAddrUse::TcpBind => ("tcp", true),
+        SocketAddrUse::UdpBind => ("udp", true),
+        SocketAddrUse::UdpSend => ("udp", false),
+        _ => ("tcp", false),
+    };
+    // An ephemeral bind (port 0) is what every connect does implicitly: harmless
+    // on its own, and the connect itself is checked.
+    let host = addr.ip().to_string();
+    (bind && addr.port() == 0) || patterns.iter().any(|p| p.allows(scheme, &host, addr.port()))
 }
 
 /// wasi:http hooks that refuse requests outside the allow-list.
@@ -175,5 +178,19 @@ mod tests {
         assert!(!policy.allows(&"https://127.0.0.1:8080/".parse().unwrap()));
         assert!(!policy.allows(&"http://localhost:8080/".parse().unwrap()));
         assert!(!policy.allows(&"/relative".parse().unwrap()));
+    }
+
+    #[test]
+    fn sockets_follow_tcp_and_udp_patterns() {
+        let p: Vec<OutboundPattern> = vec!["tcp://127.0.0.1:5432".parse().unwrap(), "udp://10.0.0.53:53".parse().unwrap()];
+        let a = |s: &str| s.parse().unwrap();
+        assert!(socket_allowed(&p, a("127.0.0.1:5432"), SocketAddrUse::TcpConnect));
+        assert!(!socket_allowed(&p, a("127.0.0.1:5433"), SocketAddrUse::TcpConnect));
+        assert!(!socket_allowed(&p, a("127.0.0.2:5432"), SocketAddrUse::TcpConnect));
+        assert!(!socket_allowed(&p, a("127.0.0.1:5432"), SocketAddrUse::UdpSend));
+        assert!(socket_allowed(&p, a("10.0.0.53:53"), SocketAddrUse::UdpSend));
+        assert!(socket_allowed(&p, a("0.0.0.0:0"), SocketAddrUse::TcpBind), "implicit bind of a connect");
+        assert!(!socket_allowed(&p, a("0.0.0.0:8080"), SocketAddrUse::TcpBind), "listening needs a grant");
+        assert!(!socket_allowed(&[], a("127.0.0.1:5432"), SocketAddrUse::TcpConnect), "default deny");
     }
 }

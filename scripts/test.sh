@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's test command: what the README says and what CI runs (.ci/run).
+# On a fresh machine it installs what the tests need (idempotently, caches
+# outside the repository), builds the test guests, then runs the gates:
+# rustfmt, clippy -D warnings, the example's reproducibility, and every test.
+#
+#   bash scripts/test.sh            everything
+#   SKIP_LINT=1 bash scripts/test.sh   tests only
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# --- what the tests need --------------------------------------------------------
+log "toolchain for test guests (apt, wasm-tools, wit-bindgen, adapters)"
+bash guests/install-toolchain.sh
+
+if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+    rustup component add clippy rustfmt
+fi
+
+# --- guests ---------------------------------------------------------------------
+target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
+export WISP_GUESTS_DIR="${WISP_GUESTS_DIR:-$target_dir/guests}"
+log "building test guests into $WISP_GUESTS_DIR"
+bash guests/build.sh "$WISP_GUESTS_DIR"
+log "checking examples/hello.wasm is reproducible from guests/"
+bash guests/build.sh --check-example
+
+# --- gates ----------------------------------------------------------------------
+if [ -z "${SKIP_LINT:-}" ]; then
+    log "rustfmt"
+    cargo fmt --all -- --check
+    log "clippy"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+log "tests"
+# The tests spawn servers and guests with deadlines; two test threads per core
+# keep them from starving each other on small machines.
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
