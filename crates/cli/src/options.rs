@@ -78,12 +78,15 @@ impl AppOptions {
     }
 }
 
-/// Validates `config` with the error pointing at the config file when one was used.
+/// Validates `config`; the error names the config file when one was used (the
+/// value may come from it), else the offending value itself leads.
 pub fn validate(config: &Config, file: Option<&PathBuf>) -> Result<()> {
-    config.validate().with_context(|| match file {
-        Some(f) => format!("invalid configuration (flags and `{}`)", f.display()),
-        None => "invalid configuration".to_owned(),
-    })
+    match file {
+        Some(f) => config
+            .validate()
+            .with_context(|| format!("invalid configuration (flags and `{}`)", f.display())),
+        None => Ok(config.validate()?),
+    }
 }
 
 pub fn parse_dir(s: &str) -> Result<DirGrant, String> {

@@ -155,7 +155,9 @@ pub async fn run(
             let start = instance
                 .get_typed_func::<(), ()>(&mut store, "_start")
                 .map_err(instantiate_err)?;
-            start.call_async(&mut store, ()).await.map(|()| 0)
+            with_deadline(timeout, start.call_async(&mut store, ()))
+                .await
+                .map(|()| 0)
         }
         (AppShape::P2Command, Code::Component(component)) => {
             let state = CommandState {
@@ -174,9 +176,7 @@ pub async fn run(
                 .instantiate_async(&mut store)
                 .await
                 .map_err(instantiate_err)?;
-            command
-                .wasi_cli_run()
-                .call_run(&mut store)
+            with_deadline(timeout, command.wasi_cli_run().call_run(&mut store))
                 .await
                 .map(|r| if r.is_ok() { 0 } else { 1 })
         }
@@ -206,6 +206,21 @@ pub fn describe_trap(e: &wasmtime::Error) -> String {
         // WasmBacktrace displays as "error while executing at wasm backtrace:\n  0: ...".
         Some(bt) => format!("{reason}\n{bt}"),
         None => reason,
+    }
+}
+
+/// Runs a guest future under its deadline. The epoch callback traps guests that
+/// compute past it; this also stops guests parked in host calls (a stdin read, a
+/// sleep, outbound I/O), where no epoch check runs.
+pub(crate) async fn with_deadline<T>(
+    timeout: Option<Duration>,
+    run: impl Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, run)
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt))),
+        None => run.await,
     }
 }
 

@@ -36,7 +36,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::app::{App, AppShape, Code};
-use crate::command::{HasLimits, new_store};
+use crate::command::{HasLimits, new_store, with_deadline};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::wasi::{Grants, OutboundPolicy};
@@ -534,21 +534,6 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServeError> {
     socket.set_reuseaddr(true).map_err(err)?;
     socket.bind(addr).map_err(err)?;
     socket.listen(backlog).map_err(err)
-}
-
-/// Runs a guest future under the request deadline. The epoch callback traps guests
-/// that compute past it; this also stops guests parked in host calls (sleeps,
-/// outbound I/O), where no epoch check runs.
-async fn with_deadline<T>(
-    timeout: Option<Duration>,
-    run: impl Future<Output = wasmtime::Result<T>>,
-) -> wasmtime::Result<T> {
-    match timeout {
-        Some(t) => tokio::time::timeout(t, run)
-            .await
-            .unwrap_or_else(|_| Err(wasmtime::Error::from(Trap::Interrupt))),
-        None => run.await,
-    }
 }
 
 fn guest_failure(e: &wasmtime::Error) -> Response<ResponseBody> {

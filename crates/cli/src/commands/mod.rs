@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod compile;
+mod oci;
 mod run;
 mod serve;
 
@@ -15,7 +16,8 @@ mod serve;
 #[command(after_help = "Examples:\n  \
     wisp run app.wasm -- --flag arg\n  \
     wisp serve examples/hello.wasm --listen 127.0.0.1:3000\n  \
-    wisp compile app.wasm -o app.cwasm\n\n\
+    wisp compile app.wasm -o app.cwasm\n  \
+    wisp oci build app.wasm --name hello:latest\n\n\
     Logging: set WISP_LOG (e.g. WISP_LOG=debug).")]
 pub struct Cli {
     #[command(subcommand)]
@@ -27,6 +29,7 @@ enum Command {
     Run(run::RunCommand),
     Serve(serve::ServeCommand),
     Compile(compile::CompileCommand),
+    Oci(oci::OciCommand),
 }
 
 impl Cli {
@@ -45,6 +48,7 @@ impl Cli {
             Command::Run(c) => c.execute(),
             Command::Serve(c) => c.execute().map(|()| ExitCode::SUCCESS),
             Command::Compile(c) => c.execute().map(|()| ExitCode::SUCCESS),
+            Command::Oci(c) => c.execute().map(|()| ExitCode::SUCCESS),
         }
     }
 }

@@ -52,6 +52,9 @@ impl RunCommand {
         let outcome = rt
             .block_on(command::run(&engine, &app, &config, &args, Stdio::Inherit))
             .with_context(|| format!("failed to run `{}`", self.app.display()))?;
+        // A guest stopped by its deadline may leave a host read (stdin) parked on a
+        // worker thread; do not wait for it.
+        rt.shutdown_background();
         match &outcome {
             Outcome::Exited(_) => {}
             Outcome::Trapped(e) => {

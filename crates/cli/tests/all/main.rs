@@ -1,0 +1,13 @@
+//! Process-level tests of the `wisp` binary: every test spawns the real CLI
+//! (`CARGO_BIN_EXE_wisp`) with its own temporary code cache, and bounds every wait.
+//!
+//! One binary, one module per area; shared helpers live in `support`.
+
+mod support;
+
+mod cache;
+mod compile;
+mod config;
+mod errors;
+mod run;
+mod serve;

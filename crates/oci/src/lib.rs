@@ -1,0 +1,73 @@
+//! Wasm OCI images: build them offline into OCI image-layout tar archives that
+//! `ctr images import` accepts, and read them back for the shim.
+//!
+//! Two shapes, see [`Shape`]:
+//! - [`Shape::Image`]: an ordinary OCI image (platform `wasi/wasm`) whose one
+//!   gzipped tar layer holds the app at `/app.wasm`, with `Entrypoint: ["/app.wasm"]`.
+//!   This is what runwasi-style shims run and what containerd 1.6 can unpack into a
+//!   snapshot.
+//! - [`Shape::Artifact`]: the CNCF TAG Runtime Wasm OCI artifact
+//!   (<https://tag-runtime.cncf.io/wgs/wasm/deliverables/wasm-oci-artifact/>): config
+//!   `application/vnd.wasm.config.v0+json`, one `application/wasm` layer holding the
+//!   raw bytes.
+//!
+//! Importing into containerd 1.6.20 (checked by hand): `ctr images import
+//! --all-platforms FILE` (or `--platform wasi/wasm`) imports and unpacks the image
+//! shape; without either, ctr filters the `wasi/wasm` manifest out ("image might
+//! be filtered out"). The artifact shape is stored but cannot be unpacked into a
+//! snapshot ("mismatched image rootfs and manifest layers"): import it with
+//! `--all-platforms --no-unpack`; a shim reads its layer from the content store.
+//!
+//! Where to start: [`build_image`] -> [`ImageArchive::write_tar`] on the writing
+//! side; [`read_layout_tar`] / [`read_layout_dir`] -> [`Layout::images`] ->
+//! [`detect_kind`] / [`wasm_layers`] on the reading side. The JSON types are in
+//! [`spec`], the media types in [`media_type`].
+//!
+//! Archives are byte-for-byte reproducible: fixed timestamps and owners, sorted
+//! entries, a `created` time given by the caller (see [`source_date_epoch`]).
+
+#![forbid(unsafe_code)]
+
+mod build;
+mod digest;
+mod kind;
+mod layout;
+pub mod media_type;
+mod reference;
+pub mod spec;
+mod tarball;
+mod wasm;
+
+pub use build::{
+    BuildError, BuildOptions, ImageArchive, Shape, WriteError, build_image, source_date_epoch,
+};
+pub use digest::sha256_digest;
+pub use kind::{ImageKind, KindError, detect_kind, is_wasm_layer, wasm_layers};
+pub use layout::{Layout, LayoutError, LayoutImage, read_layout_dir, read_layout_tar};
+pub use reference::{Reference, ReferenceError};
+pub use wasm::{WasmError, WasmKind, component_info, detect_wasm};
+
+/// Where [`Shape::Image`] puts the app inside the image's filesystem.
+pub const APP_PATH: &str = "/app.wasm";
+
+/// The platform OS of [`Shape::Image`], as runwasi and `docker buildx --platform
+/// wasi/wasm` write it.
+pub const IMAGE_OS: &str = "wasi";
+
+/// The platform architecture of every Wasm image.
+pub const WASM_ARCHITECTURE: &str = "wasm";
+
+/// The TAG Wasm config `os` of a core module (WASI preview 1).
+pub const MODULE_OS: &str = "wasip1";
+
+/// The TAG Wasm config `os` of a component (WASI preview 2).
+pub const COMPONENT_OS: &str = "wasip2";
+
+/// Annotation with the full image name, read by `ctr images import`.
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// OCI annotation with the reference's tag, in `index.json`.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+#[cfg(test)]
+mod tests;
