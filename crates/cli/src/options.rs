@@ -61,7 +61,8 @@ impl AppOptions {
         let caps = &mut config.capabilities;
         caps.dirs.extend(self.dirs.iter().cloned());
         caps.env.extend(self.env.iter().cloned());
-        caps.allow_outbound.extend(self.allow_outbound.iter().cloned());
+        caps.allow_outbound
+            .extend(self.allow_outbound.iter().cloned());
         if let Some(m) = self.max_memory {
             config.limits.max_memory = Some(m);
         }
@@ -90,7 +91,8 @@ pub fn validate(config: &Config, file: Option<&PathBuf>) -> Result<()> {
 }
 
 pub fn parse_dir(s: &str) -> Result<DirGrant, String> {
-    s.parse().map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
+    s.parse()
+        .map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
 }
 
 pub fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -98,13 +100,16 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn parse_outbound(s: &str) -> Result<OutboundPattern, String> {
-    s.parse().map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
+    s.parse()
+        .map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
 }
 
 pub fn parse_size(s: &str) -> Result<ByteSize, String> {
-    s.parse().map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
+    s.parse()
+        .map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
 }
 
 pub fn parse_duration(s: &str) -> Result<HumanDuration, String> {
-    s.parse().map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
+    s.parse()
+        .map_err(|e: wisp_runtime::config::ConfigError| e.to_string())
 }

@@ -156,9 +156,9 @@ impl App {
             let code = match kind {
                 // SAFETY: the user vouched for this artifact with --allow-precompiled;
                 // wasmtime still checks its header, version and engine compatibility.
-                Precompiled::Module => {
-                    Code::Module(unsafe { Module::deserialize(engine.wasmtime(), bytes) }.map_err(err)?)
-                }
+                Precompiled::Module => Code::Module(
+                    unsafe { Module::deserialize(engine.wasmtime(), bytes) }.map_err(err)?,
+                ),
                 // SAFETY: as above.
                 Precompiled::Component => Code::Component(
                     unsafe { Component::deserialize(engine.wasmtime(), bytes) }.map_err(err)?,
@@ -289,7 +289,10 @@ fn describe_non_wasm(bytes: &[u8]) -> String {
     if std::str::from_utf8(head).is_ok() {
         return "found text, and it is not WAT".into();
     }
-    format!("missing the `\\0asm` magic (starts with {:02x?})", &bytes[..bytes.len().min(4)])
+    format!(
+        "missing the `\\0asm` magic (starts with {:02x?})",
+        &bytes[..bytes.len().min(4)]
+    )
 }
 
 fn compile(engine: &Engine, path: &Path, raw: Raw, wasm: &[u8]) -> Result<(Code, bool), LoadError> {
@@ -318,7 +321,9 @@ fn compile(engine: &Engine, path: &Path, raw: Raw, wasm: &[u8]) -> Result<(Code,
         // modified in place, so the mapping cannot change under us.
         let loaded = match raw {
             Raw::Module => unsafe { Module::deserialize_file(wt, &file) }.map(Code::Module),
-            Raw::Component => unsafe { Component::deserialize_file(wt, &file) }.map(Code::Component),
+            Raw::Component => {
+                unsafe { Component::deserialize_file(wt, &file) }.map(Code::Component)
+            }
         };
         match loaded {
             Ok(code) => {
@@ -354,10 +359,12 @@ fn compile(engine: &Engine, path: &Path, raw: Raw, wasm: &[u8]) -> Result<(Code,
             tracing::warn!(error = %crate::error_chain(&e), "code cache not written; continuing without it");
             // SAFETY: the artifact was produced by `precompile_*` of this engine just now.
             let code = match raw {
-                Raw::Module => Code::Module(unsafe { Module::deserialize(wt, &artifact) }.map_err(invalid)?),
-                Raw::Component => {
-                    Code::Component(unsafe { Component::deserialize(wt, &artifact) }.map_err(invalid)?)
+                Raw::Module => {
+                    Code::Module(unsafe { Module::deserialize(wt, &artifact) }.map_err(invalid)?)
                 }
+                Raw::Component => Code::Component(
+                    unsafe { Component::deserialize(wt, &artifact) }.map_err(invalid)?,
+                ),
             };
             Ok((code, false))
         }
@@ -372,7 +379,10 @@ fn detect_shape(engine: &Engine, path: &Path, code: &Code) -> Result<AppShape, L
     match code {
         Code::Module(m) => {
             let exports: Vec<&str> = m.exports().map(|e| e.name()).collect();
-            if m.get_export("_start").and_then(|e| e.func().cloned()).is_some() {
+            if m.get_export("_start")
+                .and_then(|e| e.func().cloned())
+                .is_some()
+            {
                 Ok(AppShape::P1Command)
             } else if exports.contains(&"_initialize") {
                 Err(unsupported(
@@ -389,7 +399,10 @@ fn detect_shape(engine: &Engine, path: &Path, code: &Code) -> Result<AppShape, L
         }
         Code::Component(c) => {
             let ty = c.component_type();
-            let names: Vec<String> = ty.exports(engine.wasmtime()).map(|(n, _)| n.to_owned()).collect();
+            let names: Vec<String> = ty
+                .exports(engine.wasmtime())
+                .map(|(n, _)| n.to_owned())
+                .collect();
             let has = |iface: &str| {
                 names
                     .iter()

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
-use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{InputStream, bindings::CommandPre};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -118,7 +118,10 @@ pub async fn run(
             stdout,
             stderr,
         } => {
-            builder.stdin(BoxedIn(stdin)).stdout(BoxedOut(stdout)).stderr(BoxedOut(stderr));
+            builder
+                .stdin(BoxedIn(stdin))
+                .stdout(BoxedOut(stdout))
+                .stderr(BoxedOut(stderr));
         }
     }
     grants.apply(&mut builder)?;

@@ -189,7 +189,9 @@ pub enum ConfigError {
         reason: &'static str,
     },
     /// A size that does not parse.
-    #[error("invalid size `{0}`: expected a number with an optional unit (B, K, KiB, M, MiB, G, GiB)")]
+    #[error(
+        "invalid size `{0}`: expected a number with an optional unit (B, K, KiB, M, MiB, G, GiB)"
+    )]
     Size(String),
     /// A duration that does not parse.
     #[error("invalid duration `{0}`: expected a number with a unit (ms, s, m, h), e.g. `500ms`")]
@@ -278,7 +280,9 @@ impl Config {
         if let Some(t) = self.limits.timeout
             && t.0.is_zero()
         {
-            return Err(ConfigError::Invalid("timeout must be greater than 0".into()));
+            return Err(ConfigError::Invalid(
+                "timeout must be greater than 0".into(),
+            ));
         }
         Ok(())
     }
@@ -451,7 +455,10 @@ impl FromStr for OutboundPattern {
         };
         let port = match port {
             Some("*") => None,
-            Some(p) => Some(p.parse::<u16>().map_err(|_| err("port must be 0-65535 or *"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| err("port must be 0-65535 or *"))?,
+            ),
             None => match scheme.as_deref() {
                 Some("http") => Some(80),
                 Some("https") => Some(443),
@@ -463,7 +470,11 @@ impl FromStr for OutboundPattern {
             "" => return Err(err("empty host")),
             "*" => HostPattern::Any,
             h if h.starts_with("*.") && h.len() > 2 => HostPattern::Suffix(h[2..].to_owned()),
-            h if h.contains('*') => return Err(err("`*` is allowed only as the whole host or as `*.domain`")),
+            h if h.contains('*') => {
+                return Err(err(
+                    "`*` is allowed only as the whole host or as `*.domain`",
+                ));
+            }
             h => HostPattern::Exact(h.to_owned()),
         };
         Ok(Self {
@@ -603,9 +614,15 @@ mod tests {
     #[test]
     fn dir_grants_parse() {
         let d: DirGrant = "/data".parse().unwrap();
-        assert_eq!((d.host.to_str().unwrap(), d.guest.as_str(), d.read_only), ("/data", "/data", false));
+        assert_eq!(
+            (d.host.to_str().unwrap(), d.guest.as_str(), d.read_only),
+            ("/data", "/data", false)
+        );
         let d: DirGrant = "./x::/y:ro".parse().unwrap();
-        assert_eq!((d.host.to_str().unwrap(), d.guest.as_str(), d.read_only), ("./x", "/y", true));
+        assert_eq!(
+            (d.host.to_str().unwrap(), d.guest.as_str(), d.read_only),
+            ("./x", "/y", true)
+        );
         let d: DirGrant = "/a:ro".parse().unwrap();
         assert_eq!((d.guest.as_str(), d.read_only), ("/a", true));
         assert!("::/y".parse::<DirGrant>().is_err());
@@ -616,12 +633,23 @@ mod tests {
     #[test]
     fn unusable_dirs_are_rejected() {
         let mut c = Config::default();
-        c.capabilities.dirs.push("/definitely/not/here".parse().unwrap());
+        c.capabilities
+            .dirs
+            .push("/definitely/not/here".parse().unwrap());
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("/definitely/not/here"), "{e}");
         let f = tempfile::NamedTempFile::new().unwrap();
-        c.capabilities.dirs = vec![DirGrant { host: f.path().into(), guest: "/f".into(), read_only: false }];
-        assert!(c.validate().unwrap_err().to_string().contains("not a directory"));
+        c.capabilities.dirs = vec![DirGrant {
+            host: f.path().into(),
+            guest: "/f".into(),
+            read_only: false,
+        }];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not a directory")
+        );
     }
 
     #[test]
@@ -646,10 +674,22 @@ mod tests {
 
     #[test]
     fn durations_parse() {
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert_eq!("2s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(2));
-        assert_eq!("1.5s".parse::<HumanDuration>().unwrap().0, Duration::from_millis(1500));
-        assert_eq!("2m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "2s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            "1.5s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            "2m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(120)
+        );
         for bad in ["", "10", "s", "5 parsecs", "-1s"] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }
@@ -672,7 +712,15 @@ mod tests {
         assert!(p.allows("tcp", "::1", 5432) && p.allows("tcp", "[::1]", 5432));
         let all: OutboundPattern = "*".parse().unwrap();
         assert!(all.allows("udp", "10.1.2.3", 53));
-        for bad in ["localhost", "ftp://x", "http://a/b", "tcp://x", "http://a:99999", "http://a*b", "http://"] {
+        for bad in [
+            "localhost",
+            "ftp://x",
+            "http://a/b",
+            "tcp://x",
+            "http://a:99999",
+            "http://a*b",
+            "http://",
+        ] {
             assert!(bad.parse::<OutboundPattern>().is_err(), "{bad}");
         }
     }
@@ -718,7 +766,12 @@ mod tests {
     fn bad_combinations_fail_validation() {
         let mut c = Config::default();
         c.server.max_concurrent_requests = 2000;
-        assert!(c.validate().unwrap_err().to_string().contains("total-instances"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("total-instances")
+        );
         let mut c = Config::default();
         c.limits.max_memory = Some(ByteSize(1000));
         assert!(c.validate().is_err());

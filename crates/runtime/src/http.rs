@@ -215,7 +215,9 @@ impl HttpServer {
                 max_memory: config.limits.max_memory.map(|m| m.0 as usize),
                 timeout: config.limits.timeout.map(|t| t.0),
                 queue_timeout: config.server.queue_timeout.0,
-                slots: Arc::new(Semaphore::new(config.server.max_concurrent_requests as usize)),
+                slots: Arc::new(Semaphore::new(
+                    config.server.max_concurrent_requests as usize,
+                )),
                 live: Arc::new(AtomicUsize::new(0)),
                 listen: config.server.listen,
             }),
@@ -267,7 +269,11 @@ impl HttpServer {
     }
 
     /// Handles one request: the whole per-request path, without sockets.
-    pub async fn handle<B>(&self, mut req: Request<B>, remote: Option<SocketAddr>) -> Response<ResponseBody>
+    pub async fn handle<B>(
+        &self,
+        mut req: Request<B>,
+        remote: Option<SocketAddr>,
+    ) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error> + std::error::Error + Send + Sync + 'static,
@@ -277,7 +283,8 @@ impl HttpServer {
         }
         // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
         if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
-            let host = HeaderValue::from_str(&self.inner.listen.to_string()).expect("address is a valid header");
+            let host = HeaderValue::from_str(&self.inner.listen.to_string())
+                .expect("address is a valid header");
             req.headers_mut().insert(http::header::HOST, host);
         }
         let permit = match tokio::time::timeout(
@@ -288,7 +295,10 @@ impl HttpServer {
         {
             Ok(Ok(permit)) => permit,
             _ => {
-                let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "server busy, retry later\n");
+                let mut resp = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server busy, retry later\n",
+                );
                 resp.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return resp;
@@ -399,7 +409,9 @@ impl HttpServer {
         let body = match Limited::new(body, MAX_WAGI_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                let too_large = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
                 return if too_large {
                     text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
                 } else {
@@ -503,8 +515,13 @@ impl HttpServer {
         }
         drop(listener);
         let open = graceful.count();
-        tracing::info!(open_connections = open, "shutting down: draining in-flight requests");
-        let drained = tokio::time::timeout(drain, graceful.shutdown()).await.is_ok();
+        tracing::info!(
+            open_connections = open,
+            "shutting down: draining in-flight requests"
+        );
+        let drained = tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_ok();
         DrainReport {
             drained,
             live_instances: self.live_instances(),
@@ -599,7 +616,10 @@ pub fn cgi_env(
     };
     let mut env = vec![
         ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        ("SERVER_SOFTWARE".into(), concat!("wisp/", env!("CARGO_PKG_VERSION")).into()),
+        (
+            "SERVER_SOFTWARE".into(),
+            concat!("wisp/", env!("CARGO_PKG_VERSION")).into(),
+        ),
         ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
         ("SERVER_NAME".into(), server_name),
         ("SERVER_PORT".into(), server_port),
@@ -610,8 +630,14 @@ pub fn cgi_env(
         ("QUERY_STRING".into(), uri.query().unwrap_or("").into()),
         ("CONTENT_LENGTH".into(), content_length.to_string()),
         ("CONTENT_TYPE".into(), header(http::header::CONTENT_TYPE)),
-        ("REMOTE_ADDR".into(), remote.map(|r| r.ip().to_string()).unwrap_or_default()),
-        ("REMOTE_HOST".into(), remote.map(|r| r.ip().to_string()).unwrap_or_default()),
+        (
+            "REMOTE_ADDR".into(),
+            remote.map(|r| r.ip().to_string()).unwrap_or_default(),
+        ),
+        (
+            "REMOTE_HOST".into(),
+            remote.map(|r| r.ip().to_string()).unwrap_or_default(),
+        ),
         ("X_MATCHED_ROUTE".into(), "/...".into()),
         (
             "X_FULL_URL".into(),
@@ -631,7 +657,10 @@ pub fn cgi_env(
             continue;
         }
         let Ok(value) = value.to_str() else { continue };
-        let key = format!("HTTP_{}", name.as_str().to_ascii_uppercase().replace('-', "_"));
+        let key = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
         match env.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => {
                 v.push_str(", ");
@@ -664,7 +693,11 @@ pub fn parse_cgi(out: &[u8]) -> Result<Response<Full<Bytes>>, CgiError> {
     let head = String::from_utf8_lossy(head);
     let mut status = None;
     let mut headers = HeaderMap::new();
-    for line in head.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()) {
+    for line in head
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+    {
         let (name, value) = line
             .split_once(':')
             .ok_or_else(|| CgiError::BadHeader(line.to_owned()))?;
@@ -681,7 +714,8 @@ pub fn parse_cgi(out: &[u8]) -> Result<Response<Full<Bytes>>, CgiError> {
         }
         let name = HeaderName::from_bytes(name.trim().as_bytes())
             .map_err(|_| CgiError::BadHeader(line.to_owned()))?;
-        let value = HeaderValue::from_str(value).map_err(|_| CgiError::BadHeader(line.to_owned()))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| CgiError::BadHeader(line.to_owned()))?;
         headers.append(name, value);
     }
     let status = status.unwrap_or(if headers.contains_key(http::header::LOCATION) {
@@ -751,10 +785,22 @@ mod tests {
         assert_eq!(r.status(), 201);
         let r = parse_cgi(b"Location: /elsewhere\n\n").unwrap();
         assert_eq!(r.status(), 302);
-        assert!(matches!(parse_cgi(b"Content-Type: x\nno end"), Err(CgiError::NoHeaderEnd)));
-        assert!(matches!(parse_cgi(b"garbage\n\n"), Err(CgiError::BadHeader(_))));
-        assert!(matches!(parse_cgi(b"Status: abc\n\n"), Err(CgiError::BadStatus(_))));
-        assert!(matches!(parse_cgi(b"Status: 99\n\n"), Err(CgiError::BadStatus(_))));
+        assert!(matches!(
+            parse_cgi(b"Content-Type: x\nno end"),
+            Err(CgiError::NoHeaderEnd)
+        ));
+        assert!(matches!(
+            parse_cgi(b"garbage\n\n"),
+            Err(CgiError::BadHeader(_))
+        ));
+        assert!(matches!(
+            parse_cgi(b"Status: abc\n\n"),
+            Err(CgiError::BadStatus(_))
+        ));
+        assert!(matches!(
+            parse_cgi(b"Status: 99\n\n"),
+            Err(CgiError::BadStatus(_))
+        ));
     }
 
     #[test]
@@ -772,7 +818,12 @@ mod tests {
             .body(())
             .unwrap();
         let (parts, ()) = req.into_parts();
-        let env = cgi_env(&parts, 5, "127.0.0.1:3000".parse().unwrap(), Some("127.0.0.9:5555".parse().unwrap()));
+        let env = cgi_env(
+            &parts,
+            5,
+            "127.0.0.1:3000".parse().unwrap(),
+            Some("127.0.0.9:5555".parse().unwrap()),
+        );
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("REQUEST_METHOD"), Some("POST"));
         assert_eq!(get("PATH_INFO"), Some("/x"));

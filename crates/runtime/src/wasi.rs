@@ -38,7 +38,11 @@ impl Grants {
     /// Prepares `caps`.
     pub fn new(caps: &Capabilities) -> Self {
         Self {
-            env: caps.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: caps
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             caps: Arc::new(caps.clone()),
         }
     }
@@ -79,9 +83,16 @@ impl Grants {
             .cloned()
             .collect();
         if !socket_patterns.is_empty() {
-            let tcp = socket_patterns.iter().any(|p| matches!(p.scheme(), None | Some("tcp")));
-            let udp = socket_patterns.iter().any(|p| matches!(p.scheme(), None | Some("udp")));
-            builder.allow_tcp(tcp).allow_udp(udp).allow_ip_name_lookup(true);
+            let tcp = socket_patterns
+                .iter()
+                .any(|p| matches!(p.scheme(), None | Some("tcp")));
+            let udp = socket_patterns
+                .iter()
+                .any(|p| matches!(p.scheme(), None | Some("udp")));
+            builder
+                .allow_tcp(tcp)
+                .allow_udp(udp)
+                .allow_ip_name_lookup(true);
             let socket_patterns = Arc::new(socket_patterns);
             builder.socket_addr_check(move |addr, usage| {
                 let allowed = socket_allowed(&socket_patterns, addr, usage);
@@ -94,7 +105,11 @@ impl Grants {
 
 /// Whether a wasi:sockets use of `addr` is allowed by `patterns` (`tcp://`,
 /// `udp://` or `*://` patterns with IP hosts).
-pub fn socket_allowed(patterns: &[OutboundPattern], addr: std::net::SocketAddr, usage: SocketAddrUse) -> bool {
+pub fn socket_allowed(
+    patterns: &[OutboundPattern],
+    addr: std::net::SocketAddr,
+    usage: SocketAddrUse,
+) -> bool {
     let (scheme, bind) = match usage {
         SocketAddrUse::TcpBind => ("tcp", true),
         SocketAddrUse::UdpBind => ("udp", true),
@@ -104,7 +119,10 @@ pub fn socket_allowed(patterns: &[OutboundPattern], addr: std::net::SocketAddr, 
     // An ephemeral bind (port 0) is what every connect does implicitly: harmless
     // on its own, and the connect itself is checked.
     let host = addr.ip().to_string();
-    (bind && addr.port() == 0) || patterns.iter().any(|p| p.allows(scheme, &host, addr.port()))
+    (bind && addr.port() == 0)
+        || patterns
+            .iter()
+            .any(|p| p.allows(scheme, &host, addr.port()))
 }
 
 /// wasi:http hooks that refuse requests outside the allow-list.
@@ -119,7 +137,9 @@ impl OutboundPolicy {
         let Some(host) = uri.host() else {
             return false;
         };
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
         self.patterns
             .allow_outbound
             .iter()
@@ -170,8 +190,14 @@ mod tests {
     fn outbound_policy_checks_scheme_host_port() {
         let mut caps = Capabilities::default();
         let policy = Grants::new(&caps).outbound();
-        assert!(!policy.allows(&"http://127.0.0.1:8080/".parse().unwrap()), "default deny");
-        caps.allow_outbound = vec!["http://127.0.0.1:8080".parse().unwrap(), "tcp://127.0.0.1:*".parse().unwrap()];
+        assert!(
+            !policy.allows(&"http://127.0.0.1:8080/".parse().unwrap()),
+            "default deny"
+        );
+        caps.allow_outbound = vec![
+            "http://127.0.0.1:8080".parse().unwrap(),
+            "tcp://127.0.0.1:*".parse().unwrap(),
+        ];
         let policy = Grants::new(&caps).outbound();
         assert!(policy.allows(&"http://127.0.0.1:8080/x?y".parse().unwrap()));
         assert!(!policy.allows(&"http://127.0.0.1:8081/".parse().unwrap()));
@@ -182,15 +208,47 @@ mod tests {
 
     #[test]
     fn sockets_follow_tcp_and_udp_patterns() {
-        let p: Vec<OutboundPattern> = vec!["tcp://127.0.0.1:5432".parse().unwrap(), "udp://10.0.0.53:53".parse().unwrap()];
+        let p: Vec<OutboundPattern> = vec![
+            "tcp://127.0.0.1:5432".parse().unwrap(),
+            "udp://10.0.0.53:53".parse().unwrap(),
+        ];
         let a = |s: &str| s.parse().unwrap();
-        assert!(socket_allowed(&p, a("127.0.0.1:5432"), SocketAddrUse::TcpConnect));
-        assert!(!socket_allowed(&p, a("127.0.0.1:5433"), SocketAddrUse::TcpConnect));
-        assert!(!socket_allowed(&p, a("127.0.0.2:5432"), SocketAddrUse::TcpConnect));
-        assert!(!socket_allowed(&p, a("127.0.0.1:5432"), SocketAddrUse::UdpSend));
-        assert!(socket_allowed(&p, a("10.0.0.53:53"), SocketAddrUse::UdpSend));
-        assert!(socket_allowed(&p, a("0.0.0.0:0"), SocketAddrUse::TcpBind), "implicit bind of a connect");
-        assert!(!socket_allowed(&p, a("0.0.0.0:8080"), SocketAddrUse::TcpBind), "listening needs a grant");
-        assert!(!socket_allowed(&[], a("127.0.0.1:5432"), SocketAddrUse::TcpConnect), "default deny");
+        assert!(socket_allowed(
+            &p,
+            a("127.0.0.1:5432"),
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(!socket_allowed(
+            &p,
+            a("127.0.0.1:5433"),
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(!socket_allowed(
+            &p,
+            a("127.0.0.2:5432"),
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(!socket_allowed(
+            &p,
+            a("127.0.0.1:5432"),
+            SocketAddrUse::UdpSend
+        ));
+        assert!(socket_allowed(
+            &p,
+            a("10.0.0.53:53"),
+            SocketAddrUse::UdpSend
+        ));
+        assert!(
+            socket_allowed(&p, a("0.0.0.0:0"), SocketAddrUse::TcpBind),
+            "implicit bind of a connect"
+        );
+        assert!(
+            !socket_allowed(&p, a("0.0.0.0:8080"), SocketAddrUse::TcpBind),
+            "listening needs a grant"
+        );
+        assert!(
+            !socket_allowed(&[], a("127.0.0.1:5432"), SocketAddrUse::TcpConnect),
+            "default deny"
+        );
     }
 }

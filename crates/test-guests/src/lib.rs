@@ -34,13 +34,21 @@ fn built(name: &str) -> PathBuf {
 
 /// Assembles `guests/wat/<name>.wat` into `<guests dir>/wat/<name>.wasm`.
 fn from_wat(name: &str) -> PathBuf {
-    let src = repo_root().join("guests").join("wat").join(format!("{name}.wat"));
+    let src = repo_root()
+        .join("guests")
+        .join("wat")
+        .join(format!("{name}.wat"));
     let out_dir = dir().join("wat");
     let out = out_dir.join(format!("{name}.wasm"));
-    let wasm = wat::parse_file(&src).unwrap_or_else(|e| panic!("assembling {}: {e}", src.display()));
+    let wasm =
+        wat::parse_file(&src).unwrap_or_else(|e| panic!("assembling {}: {e}", src.display()));
     std::fs::create_dir_all(&out_dir).expect("create guests/wat output dir");
     // Write to a unique temp name and rename: test threads may race here.
-    let tmp = out_dir.join(format!(".{name}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()));
+    let tmp = out_dir.join(format!(
+        ".{name}.{}.{:?}.tmp",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&tmp, wasm).expect("write assembled guest");
     std::fs::rename(&tmp, &out).expect("rename assembled guest");
     out

@@ -15,7 +15,9 @@ use crate::options::{AppOptions, validate};
 /// --allow-precompiled`, skipping compilation. It is tied to this wisp version and
 /// to the engine settings it was compiled with.
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  wisp compile app.wasm -o app.cwasm && wisp serve --allow-precompiled app.cwasm")]
+#[command(
+    after_help = "Example:\n  wisp compile app.wasm -o app.cwasm && wisp serve --allow-precompiled app.cwasm"
+)]
 pub struct CompileCommand {
     #[command(flatten)]
     options: AppOptions,

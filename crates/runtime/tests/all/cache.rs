@@ -49,7 +49,10 @@ fn engine_settings_are_part_of_the_key() {
     settings.cache_dir = Some(dir.path().to_owned());
     let other = wisp_runtime::Engine::new(&settings).unwrap();
     let app = App::load(&other, &guests::hello(), false).unwrap();
-    assert!(!app.from_cache(), "another engine configuration must not reuse the entry");
+    assert!(
+        !app.from_cache(),
+        "another engine configuration must not reuse the entry"
+    );
     assert_eq!(entries(dir.path(), "cwasm").len(), 2);
 }
 
@@ -69,7 +72,8 @@ fn corrupt_entry_is_detected_and_rebuilt() {
     // Rebuilt: the next load hits again and the app still runs.
     let app = App::load(&e, &guests::hello(), false).unwrap();
     assert!(app.from_cache());
-    let (outcome, out) = crate::command::run_captured(&e, &app, &wisp_runtime::Config::default(), &[]);
+    let (outcome, out) =
+        crate::command::run_captured(&e, &app, &wisp_runtime::Config::default(), &[]);
     assert_eq!(outcome.exit_code(), 0);
     assert_eq!(out, "hello from wisp\n");
 }
@@ -83,7 +87,10 @@ fn foreign_entry_with_a_valid_digest_is_rebuilt() {
     let wasm = std::fs::read(guests::hello()).unwrap();
     let key = CodeCache::key(e.wasmtime(), "module", &wasm);
     let good = e.wasmtime().precompile_module(&wasm).unwrap();
-    e.cache().unwrap().store(&key, &good[..good.len() / 3]).unwrap();
+    e.cache()
+        .unwrap()
+        .store(&key, &good[..good.len() / 3])
+        .unwrap();
     let app = App::load(&e, &guests::hello(), false).unwrap();
     assert!(!app.from_cache());
     assert!(App::load(&e, &guests::hello(), false).unwrap().from_cache());

@@ -11,17 +11,31 @@ use wisp_test_guests as guests;
 use crate::{engine, load};
 
 /// Runs `app` with `args` after argv[0]; returns the outcome and stdout.
-pub fn run_captured(engine: &Engine, app: &App, config: &Config, args: &[&str]) -> (Outcome, String) {
+pub fn run_captured(
+    engine: &Engine,
+    app: &App,
+    config: &Config,
+    args: &[&str],
+) -> (Outcome, String) {
     let (outcome, out, _) = run_full(engine, app, config, args, b"");
     (outcome, out)
 }
 
-fn run_full(engine: &Engine, app: &App, config: &Config, args: &[&str], stdin: &[u8]) -> (Outcome, String, String) {
+fn run_full(
+    engine: &Engine,
+    app: &App,
+    config: &Config,
+    args: &[&str],
+    stdin: &[u8],
+) -> (Outcome, String, String) {
     let stdout = MemoryOutputPipe::new(1 << 20);
     let stderr = MemoryOutputPipe::new(1 << 20);
     let mut argv = vec!["app.wasm".to_owned()];
     argv.extend(args.iter().map(|s| s.to_string()));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let outcome = rt
         .block_on(command::run(
             engine,
@@ -59,7 +73,13 @@ fn args_and_stdin_pass_through() {
     assert_eq!(out, "args\nA\nb c\n");
     let e = engine(false, None);
     let app = load(&e, &guests::echo());
-    let (o, out, _) = run_full(&e, &app, &Config::default(), &["stdin"], b"line one\nline two\n");
+    let (o, out, _) = run_full(
+        &e,
+        &app,
+        &Config::default(),
+        &["stdin"],
+        b"line one\nline two\n",
+    );
     assert_eq!(o.exit_code(), 0);
     assert_eq!(out, "line one\nline two\n");
 }
@@ -84,7 +104,11 @@ fn env_is_granted_never_inherited() {
     let (o, out, _) = echo(&config, &["env", "GIVEN"]);
     assert_eq!((o.exit_code(), out.as_str()), (0, "GIVEN=yes\n"));
     let (o, out, _) = echo(&config, &["env", "PATH"]);
-    assert_eq!((o.exit_code(), out.as_str()), (3, "PATH unset\n"), "host env leaked");
+    assert_eq!(
+        (o.exit_code(), out.as_str()),
+        (3, "PATH unset\n"),
+        "host env leaked"
+    );
 }
 
 #[test]
@@ -92,19 +116,33 @@ fn dirs_are_granted_with_their_permissions() {
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("in.txt"), "from host\n").unwrap();
     let mut config = Config::default();
-    config.capabilities.dirs.push(format!("{}::/data", host.path().display()).parse().unwrap());
+    config
+        .capabilities
+        .dirs
+        .push(format!("{}::/data", host.path().display()).parse().unwrap());
     let (o, out, _) = echo(&config, &["cat", "/data/in.txt"]);
     assert_eq!((o.exit_code(), out.as_str()), (0, "from host\n"));
     let (o, _, _) = echo(&config, &["write", "/data/out.txt", "written"]);
     assert_eq!(o.exit_code(), 0);
-    assert_eq!(std::fs::read_to_string(host.path().join("out.txt")).unwrap(), "written");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out.txt")).unwrap(),
+        "written"
+    );
 
     let mut ro = Config::default();
-    ro.capabilities.dirs.push(format!("{}::/data:ro", host.path().display()).parse().unwrap());
+    ro.capabilities.dirs.push(
+        format!("{}::/data:ro", host.path().display())
+            .parse()
+            .unwrap(),
+    );
     let (o, out, _) = echo(&ro, &["cat", "/data/in.txt"]);
     assert_eq!((o.exit_code(), out.as_str()), (0, "from host\n"));
     let (o, _, err) = echo(&ro, &["write", "/data/new.txt", "x"]);
-    assert_eq!(o.exit_code(), 2, "write to a read-only dir must fail: {err}");
+    assert_eq!(
+        o.exit_code(),
+        2,
+        "write to a read-only dir must fail: {err}"
+    );
     assert!(!host.path().join("new.txt").exists());
 }
 
@@ -114,7 +152,10 @@ fn nothing_outside_the_grants_is_visible() {
     assert_eq!(o.exit_code(), 2, "{err}");
     let host = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.capabilities.dirs.push(format!("{}::/data", host.path().display()).parse().unwrap());
+    config
+        .capabilities
+        .dirs
+        .push(format!("{}::/data", host.path().display()).parse().unwrap());
     let (o, _, err) = echo(&config, &["cat", "/data/../../etc/passwd"]);
     assert_eq!(o.exit_code(), 2, "escape through ..: {err}");
 }
@@ -136,10 +177,15 @@ fn trap_reports_reason_and_backtrace() {
     let e = engine(false, None);
     let (o, _) = run_captured(&e, &load(&e, &guests::trap()), &Config::default(), &[]);
     assert_eq!(o.exit_code(), TRAP_EXIT_CODE);
-    let Outcome::Trapped(err) = o else { panic!("{o:?}") };
+    let Outcome::Trapped(err) = o else {
+        panic!("{o:?}")
+    };
     let text = command::describe_trap(&err);
     assert!(text.contains("unreachable"), "{text}");
-    assert!(text.contains("wasm backtrace") && text.contains("inner") && text.contains("outer"), "{text}");
+    assert!(
+        text.contains("wasm backtrace") && text.contains("inner") && text.contains("outer"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -151,7 +197,11 @@ fn timeout_stops_an_infinite_loop() {
     let (o, _) = run_captured(&e, &load(&e, &guests::spin()), &config, &[]);
     assert!(matches!(o, Outcome::TimedOut(_)), "{o:?}");
     assert_eq!(o.exit_code(), TIMEOUT_EXIT_CODE);
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -160,17 +210,32 @@ fn memory_cap_traps_growth() {
     let mut config = Config::default();
     config.limits.max_memory = Some(ByteSize(4 << 20));
     let (o, _) = run_captured(&e, &load(&e, &guests::membomb()), &config, &[]);
-    let Outcome::Trapped(err) = &o else { panic!("{o:?}") };
-    assert!(command::describe_trap(err).contains("memory"), "{}", command::describe_trap(err));
+    let Outcome::Trapped(err) = &o else {
+        panic!("{o:?}")
+    };
+    assert!(
+        command::describe_trap(err).contains("memory"),
+        "{}",
+        command::describe_trap(err)
+    );
 }
 
 #[test]
 fn http_component_is_not_a_command() {
     let e = engine(false, None);
     let app = load(&e, &guests::http_hello());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let err = rt
-        .block_on(command::run(&e, &app, &Config::default(), &["x".into()], Stdio::Inherit))
+        .block_on(command::run(
+            &e,
+            &app,
+            &Config::default(),
+            &["x".into()],
+            Stdio::Inherit,
+        ))
         .unwrap_err();
     assert!(err.to_string().contains("wisp serve"), "{err}");
 }

@@ -33,7 +33,11 @@ fn req(method: &str, uri: &str, body: &str) -> Request<Full<Bytes>> {
 async fn body(resp: Response<ResponseBody>) -> (StatusCode, http::HeaderMap, String) {
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 async fn get(s: &HttpServer, uri: &str) -> (StatusCode, String) {
@@ -46,7 +50,10 @@ async fn proxy_hello_and_zero_instances_when_idle() {
     let s = server(&guests::http_hello(), &Config::default());
     assert_eq!(s.live_instances(), 0);
     for _ in 0..3 {
-        assert_eq!(get(&s, "/").await, (StatusCode::OK, "hello from wisp\n".into()));
+        assert_eq!(
+            get(&s, "/").await,
+            (StatusCode::OK, "hello from wisp\n".into())
+        );
     }
     // Each request's store is gone once its response is complete.
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -60,7 +67,8 @@ async fn proxy_hello_and_zero_instances_when_idle() {
 async fn proxy_echo_sees_method_path_headers_body() {
     let s = server(&guests::http_echo(), &Config::default());
     let mut r = req("PUT", "/echo?x=1&y=two", "the body");
-    r.headers_mut().insert("x-custom", "value-1".parse().unwrap());
+    r.headers_mut()
+        .insert("x-custom", "value-1".parse().unwrap());
     let (status, headers, text) = body(s.handle(r, None).await).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-wisp-echo"], "1");
@@ -74,7 +82,10 @@ async fn proxy_echo_sees_method_path_headers_body() {
 async fn trap_is_500_and_the_next_request_is_fine() {
     let s = server(&guests::http_echo(), &Config::default());
     assert_eq!(get(&s, "/trap").await.0, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(get(&s, "/").await, (StatusCode::OK, "hello from wisp\n".into()));
+    assert_eq!(
+        get(&s, "/").await,
+        (StatusCode::OK, "hello from wisp\n".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,9 +122,15 @@ async fn memory_bomb_is_500_and_the_server_keeps_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_is_granted() {
     let mut config = Config::default();
-    config.capabilities.env.insert("GREETING".into(), "hi".into());
+    config
+        .capabilities
+        .env
+        .insert("GREETING".into(), "hi".into());
     let s = server(&guests::http_echo(), &config);
-    assert_eq!(get(&s, "/env?name=GREETING").await, (StatusCode::OK, "hi".into()));
+    assert_eq!(
+        get(&s, "/env?name=GREETING").await,
+        (StatusCode::OK, "hi".into())
+    );
     assert_eq!(get(&s, "/env?name=HOME").await.0, StatusCode::NOT_FOUND);
 }
 
@@ -127,7 +144,11 @@ fn upstream(body: &'static str) -> (u16, std::thread::JoinHandle<()>) {
         if let Ok((mut c, _)) = l.accept() {
             let mut buf = [0u8; 4096];
             let _ = c.read(&mut buf);
-            let _ = write!(c, "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     (port, h)
@@ -147,7 +168,10 @@ async fn outbound_is_denied_by_default_and_allowed_by_pattern() {
     assert!(text.contains("HTTP-request-denied"), "{text}");
 
     let mut config = Config::default();
-    config.capabilities.allow_outbound.push(format!("http://127.0.0.1:{port}").parse().unwrap());
+    config
+        .capabilities
+        .allow_outbound
+        .push(format!("http://127.0.0.1:{port}").parse().unwrap());
     let s = server(&guests::http_echo(), &config);
     let (status, text) = get(&s, &format!("/outbound?url={}", pct(&url))).await;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -155,7 +179,14 @@ async fn outbound_is_denied_by_default_and_allowed_by_pattern() {
     h.join().unwrap();
 
     // Another port on the same host stays denied.
-    let (status, text) = get(&s, &format!("/outbound?url={}", pct(&format!("http://127.0.0.1:{}/", port.wrapping_add(1))))).await;
+    let (status, text) = get(
+        &s,
+        &format!(
+            "/outbound?url={}",
+            pct(&format!("http://127.0.0.1:{}/", port.wrapping_add(1)))
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(text.contains("HTTP-request-denied"), "{text}");
 }
@@ -169,7 +200,14 @@ async fn wagi_module_gets_cgi_env_args_and_body() {
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(headers["content-type"], "text/plain");
     assert_eq!(headers["x-wagi"], "1");
-    for line in ["method=POST", "path=/some/path", "query=a=1&b=two%20words", "args=a=1,b=two words", "x-test=tv", "body=posted body"] {
+    for line in [
+        "method=POST",
+        "path=/some/path",
+        "query=a=1&b=two%20words",
+        "args=a=1,b=two words",
+        "x-test=tv",
+        "body=posted body",
+    ] {
         assert!(text.contains(line), "missing `{line}` in:\n{text}");
     }
     let (status, _, _) = body(s.handle(req("GET", "/x?status=201", ""), None).await).await;
@@ -211,9 +249,15 @@ async fn over_capacity_is_503_with_retry_after_and_health_still_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_without_host_gets_the_listen_authority() {
     let s = server(&guests::http_hello(), &Config::default());
-    let r = Request::builder().uri("/").body(Full::new(Bytes::new())).unwrap();
+    let r = Request::builder()
+        .uri("/")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let (status, _, text) = body(s.handle(r, None).await).await;
-    assert_eq!((status, text.as_str()), (StatusCode::OK, "hello from wisp\n"));
+    assert_eq!(
+        (status, text.as_str()),
+        (StatusCode::OK, "hello from wisp\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

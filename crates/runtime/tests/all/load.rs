@@ -32,7 +32,10 @@ fn load_err(path: &std::path::Path) -> (LoadError, String) {
 fn reactor_module_is_refused_by_name() {
     let (err, msg) = load_err(&guests::reactor());
     assert!(matches!(err, LoadError::Unsupported { .. }), "{msg}");
-    assert!(msg.contains("reactor") && msg.contains("_initialize"), "{msg}");
+    assert!(
+        msg.contains("reactor") && msg.contains("_initialize"),
+        "{msg}"
+    );
     assert!(msg.contains("reactor.wasm"), "names the input: {msg}");
 }
 
@@ -40,7 +43,10 @@ fn reactor_module_is_refused_by_name() {
 fn component_exporting_no_known_world_is_refused() {
     let (err, msg) = load_err(&guests::empty_component());
     assert!(matches!(err, LoadError::Unsupported { .. }), "{msg}");
-    assert!(msg.contains("wasi:cli/run") && msg.contains("exports: none"), "{msg}");
+    assert!(
+        msg.contains("wasi:cli/run") && msg.contains("exports: none"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -51,7 +57,11 @@ fn non_wasm_inputs_are_named() {
         ("notes.txt", b"just some text\n", "text"),
         ("prog", b"\x7fELF\x02\x01\x01\0\0\0\0\0", "ELF"),
         ("script.wasm", b"#!/bin/sh\necho hi\n", "script"),
-        ("bin.wasm", &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4], "magic"),
+        (
+            "bin.wasm",
+            &[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4],
+            "magic",
+        ),
     ];
     for (name, bytes, what) in cases {
         let path = dir.path().join(name);
@@ -70,7 +80,10 @@ fn truncated_module_reports_the_parse_error() {
     std::fs::write(&path, &bytes[..100]).unwrap();
     let (err, msg) = load_err(&path);
     assert!(matches!(err, LoadError::Invalid { .. }), "{msg}");
-    assert!(msg.contains("cut.wasm") && msg.contains("end-of-file"), "{msg}");
+    assert!(
+        msg.contains("cut.wasm") && msg.contains("end-of-file"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -104,7 +117,11 @@ fn precompiled_artifacts_load_only_when_allowed() {
     settings.cache_dir = None;
     let other = wisp_runtime::Engine::new(&settings).unwrap();
     let err = App::load(&other, &path, true).unwrap_err();
-    assert!(matches!(err, LoadError::Precompiled { .. }), "{}", error_chain(&err));
+    assert!(
+        matches!(err, LoadError::Precompiled { .. }),
+        "{}",
+        error_chain(&err)
+    );
 }
 
 #[test]

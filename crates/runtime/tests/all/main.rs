@@ -34,10 +34,12 @@ pub fn engine(pooling: bool, cache_dir: Option<&Path>) -> Engine {
 
 fn shared_cache() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp cache dir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp cache dir"))
+        .path()
 }
 
 /// Loads a guest.
 pub fn load(engine: &Engine, path: &Path) -> App {
-    App::load(engine, path, false).unwrap_or_else(|e| panic!("load {}: {}", path.display(), wisp_runtime::error_chain(&e)))
+    App::load(engine, path, false)
+        .unwrap_or_else(|e| panic!("load {}: {}", path.display(), wisp_runtime::error_chain(&e)))
 }
