@@ -240,14 +240,11 @@ pub(crate) fn classify_exit(e: wasmtime::Error, timeout: Option<Duration>) -> Ou
 
 /// A store with the memory limiter and the epoch policy installed: yield to the
 /// executor every tick, and trap with `Trap::Interrupt` once past `timeout`.
-pub(crate) fn new_store<T: Send + 'static>(
+pub(crate) fn new_store<T: HasLimits + Send + 'static>(
     engine: &wasmtime::Engine,
     data: T,
     timeout: Option<Duration>,
-) -> Store<T>
-where
-    T: HasLimits,
-{
+) -> Store<T> {
     let mut store = Store::new(engine, data);
     store.limiter(|s| s.limits());
     install_deadline(&mut store, timeout);

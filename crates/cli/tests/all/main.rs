@@ -9,5 +9,6 @@ mod cache;
 mod compile;
 mod config;
 mod errors;
+mod oci;
 mod run;
 mod serve;
