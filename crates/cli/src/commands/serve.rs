@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use wisp_runtime::config::{ByteSize, HumanDuration};
-use wisp_runtime::http::{HttpServer, bind};
+use wisp_runtime::http::HttpServer;
 use wisp_runtime::{App, Engine, EngineSettings};
 
 use crate::options::{AppOptions, parse_duration, parse_size, validate};
@@ -101,40 +101,37 @@ impl ServeCommand {
         let app = App::load(&engine, &self.app, self.options.allow_precompiled)?;
         let server = HttpServer::new(&engine, &app, &config)?;
 
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // The start-up check needs an executor; the serving threads bring their own.
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .context("failed to start the async runtime")?;
-        rt.block_on(async {
-            server
-                .instantiate_once()
-                .await
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("failed to instantiate `{}`", self.app.display()))?;
-            let listener = bind(config.server.listen, config.server.backlog)?;
-            let addr = listener.local_addr().context("failed to read the bound address")?;
-            eprintln!("Serving HTTP on http://{addr}/");
-            tracing::info!(app = %self.app.display(), shape = %app.shape(), cached = app.from_cache(), "ready");
-            let report = server
-                .serve(
-                    listener,
-                    config.server.max_connections,
-                    config.server.drain_timeout.0,
-                    shutdown_signal(),
-                )
-                .await;
-            if report.drained {
-                tracing::info!("drained; exiting");
-            } else {
-                tracing::warn!(
-                    live_instances = report.live_instances,
-                    "drain timeout reached; exiting with requests still in flight"
-                );
-            }
-            anyhow::Ok(())
-        })
+            .context("failed to start the async runtime")?
+            .block_on(server.instantiate_once())
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("failed to instantiate `{}`", self.app.display()))?;
+        let app_path = self.app.display().to_string();
+        let report = server.serve_per_core(
+            config.server.listen,
+            config.server.backlog,
+            config.server.max_connections,
+            config.server.drain_timeout.0,
+            threads,
+            |addr| {
+                eprintln!("Serving HTTP on http://{addr}/");
+                tracing::info!(app = %app_path, shape = %app.shape(), cached = app.from_cache(), threads, "ready");
+            },
+            shutdown_signal(),
+        )?;
+        if report.drained {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!(
+                live_instances = report.live_instances,
+                "drain timeout reached; exiting with requests still in flight"
+            );
+        }
+        Ok(())
     }
 }
 
