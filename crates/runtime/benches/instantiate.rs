@@ -4,7 +4,13 @@
 //!   allocator, WASI context, limits, and instantiation of the pre-linked component,
 //!   dropped without calling the guest;
 //! - `handle`: `HttpServer::handle` on a `GET /` — instantiation, the guest's
-//!   `wasi:http/incoming-handler` call, and collecting the response body.
+//!   `wasi:http/incoming-handler` call, and collecting the response body — on a
+//!   current-thread tokio runtime, so the guest's task runs on the calling thread:
+//!   the work of a request, without thread wake-ups;
+//! - `handle_multi_thread`: the same on a multi-thread runtime like `wisp serve`'s.
+//!   The guest runs in a spawned task on a worker and the body crosses threads, so
+//!   an idle runtime adds a few thread wake-ups per request (a busy server's
+//!   workers are awake): this is the latency of one request on an idle server.
 //!
 //! Each is measured by criterion, then by a plain loop of [`LOOP_ITERS`] timed calls
 //! (after a warm-up) whose p50/p99/mean are printed directly in microseconds.
@@ -73,8 +79,15 @@ async fn handle(server: &HttpServer) -> Bytes {
         .to_bytes()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    // Like `wisp serve`: multi-thread, one worker per core.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    // Like `wisp serve`: one worker per core.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -105,7 +118,7 @@ fn plain_loop<F: Future>(
     let mean = times.iter().sum::<Duration>() / times.len() as u32;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "{name:<12} n={iters:<6} p50 {:>8.1} us   p99 {:>8.1} us   mean {:>8.1} us   max {:>8.1} us",
+        "{name:<20} n={iters:<6} p50 {:>8.1} us   p99 {:>8.1} us   mean {:>8.1} us   max {:>8.1} us",
         us(pct(0.50)),
         us(pct(0.99)),
         us(mean),
@@ -115,7 +128,8 @@ fn plain_loop<F: Future>(
 
 fn main() {
     let server = setup();
-    let rt = runtime();
+    let rt = current_thread_runtime();
+    let mt = multi_thread_runtime();
     assert_eq!(
         rt.block_on(handle(&server)),
         BODY,
@@ -132,6 +146,9 @@ fn main() {
     c.bench_function("handle", |b| {
         b.iter(|| black_box(rt.block_on(handle(&server))))
     });
+    c.bench_function("handle_multi_thread", |b| {
+        b.iter(|| black_box(mt.block_on(handle(&server))))
+    });
     c.final_summary();
 
     // `cargo bench` passes `--bench`; without it (`cargo test --benches`) just
@@ -145,8 +162,11 @@ fn main() {
     println!("\nper-request path, plain loop ({iters} iterations after {warmup} warm-up):");
     plain_loop(&rt, "instantiate", warmup, iters, || instantiate(&server));
     plain_loop(&rt, "handle", warmup, iters, || handle(&server));
-    // `handle` returns once the response is complete; the guest's task may still
-    // be dropping its store on another worker for a moment.
+    plain_loop(&mt, "handle_multi_thread", warmup, iters, || {
+        handle(&server)
+    });
+    // `handle` returns once the response is complete; on the multi-thread runtime
+    // the guest's task may still be dropping its store on a worker for a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
     while server.live_instances() != 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));

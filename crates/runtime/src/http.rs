@@ -37,7 +37,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::app::{App, AppShape, Code};
 use crate::command::{HasLimits, new_store, with_deadline};
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::engine::Engine;
 use crate::wasi::{Grants, OutboundPolicy};
 
@@ -484,15 +484,13 @@ impl HttpServer {
     /// resolves.
     pub fn serve_per_core(
         self,
-        listen: SocketAddr,
-        backlog: u32,
-        max_connections: usize,
-        drain: Duration,
+        server: &ServerConfig,
         threads: usize,
         on_bound: impl FnOnce(SocketAddr),
         shutdown: impl Future<Output = ()>,
     ) -> Result<DrainReport, ServeError> {
         let threads = threads.max(1);
+        let (listen, drain) = (server.listen, server.drain_timeout.0);
         let runtime = || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -503,7 +501,7 @@ impl HttpServer {
                 })
         };
         let main_rt = runtime()?;
-        let listener = main_rt.block_on(async { bind(listen, backlog) })?;
+        let listener = main_rt.block_on(async { bind(listen, server.backlog) })?;
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: listen,
             source,
@@ -511,7 +509,7 @@ impl HttpServer {
         let std_listener = listener
             .into_std()
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let conns = Arc::new(Semaphore::new(max_connections));
+        let conns = Arc::new(Semaphore::new(server.max_connections));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut workers = Vec::new();
         for i in 1..threads {

@@ -112,10 +112,7 @@ impl ServeCommand {
             .with_context(|| format!("failed to instantiate `{}`", self.app.display()))?;
         let app_path = self.app.display().to_string();
         let report = server.serve_per_core(
-            config.server.listen,
-            config.server.backlog,
-            config.server.max_connections,
-            config.server.drain_timeout.0,
+            &config.server,
             threads,
             |addr| {
                 eprintln!("Serving HTTP on http://{addr}/");
