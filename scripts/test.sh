@@ -37,6 +37,16 @@ if [ -z "${SKIP_LINT:-}" ]; then
 fi
 
 log "tests"
+results="$(mktemp)"
+trap 'rm -f "$results"' EXIT
+set +e
 # The tests spawn servers and guests with deadlines; two test threads per core
 # keep them from starving each other on small machines.
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$results"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for all test binaries (cargo prints one per binary, the last
+# often being an empty doc-test run).
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$results"
+exit "$status"
