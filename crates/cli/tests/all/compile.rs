@@ -57,12 +57,7 @@ fn compiled_http_app_serves_only_with_allow_precompiled() {
         "127.0.0.1:0",
         s(&artifact),
     ]));
-    let r = server.get("/");
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (200, "hello from wisp\n"),
-        "{r:?}"
-    );
+    server.assert_serves_hello();
 }
 
 #[test]

@@ -51,8 +51,7 @@ fn a_trap_gives_500_and_the_server_keeps_serving() {
     let server = serve(&sb, &guests::http_echo(), &[]);
     let r = server.get("/trap");
     assert_eq!(r.status, 500, "{r:?}");
-    let r = server.get("/");
-    assert_eq!((r.status, r.body.as_str()), (200, "hello from wisp\n"));
+    server.assert_serves_hello();
 }
 
 #[test]
@@ -63,8 +62,7 @@ fn timeout_stops_a_looping_request_while_others_are_served() {
     let looping = std::thread::spawn(move || http(addr, "GET", "/loop", &[], b""));
     std::thread::sleep(Duration::from_millis(150));
     // While the loop spins, another request is still answered, and promptly.
-    let r = server.get("/");
-    assert_eq!((r.status, r.body.as_str()), (200, "hello from wisp\n"));
+    server.assert_serves_hello();
     let r = looping.join().expect("loop request thread");
     assert!(matches!(r.status, 504 | 500), "{r:?}");
     assert!(
@@ -85,8 +83,7 @@ fn max_memory_stops_a_memory_bomb_request() {
     let server = serve(&sb, &guests::http_echo(), &["--max-memory", "4MiB"]);
     let r = server.get("/bomb");
     assert_eq!(r.status, 500, "{r:?}");
-    let r = server.get("/");
-    assert_eq!((r.status, r.body.as_str()), (200, "hello from wisp\n"));
+    server.assert_serves_hello();
 }
 
 #[test]
@@ -170,12 +167,7 @@ fn health_endpoint_is_answered_by_the_host() {
     let r = server.get("/.well-known/wisp/health");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body.trim(), "ok", "{r:?}");
-    let r = server.get("/");
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (200, "hello from wisp\n"),
-        "{r:?}"
-    );
+    server.assert_serves_hello();
 }
 
 #[test]

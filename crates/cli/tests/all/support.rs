@@ -335,6 +335,18 @@ impl Server {
     }
 
     #[track_caller]
+    /// Asserts that `GET /` answers 200 with the hello guests' body: the server
+    /// is (still) serving.
+    #[track_caller]
+    pub fn assert_serves_hello(&self) {
+        let r = self.get("/");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "hello from wisp\n"),
+            "{r:?}"
+        );
+    }
+
     pub fn get(&self, path: &str) -> Response {
         http(self.addr, "GET", path, &[], b"")
     }
