@@ -334,7 +334,6 @@ impl Server {
         }
     }
 
-    #[track_caller]
     /// Asserts that `GET /` answers 200 with the hello guests' body: the server
     /// is (still) serving.
     #[track_caller]
@@ -347,6 +346,7 @@ impl Server {
         );
     }
 
+    #[track_caller]
     pub fn get(&self, path: &str) -> Response {
         http(self.addr, "GET", path, &[], b"")
     }
