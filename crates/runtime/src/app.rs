@@ -319,13 +319,7 @@ fn compile(engine: &Engine, path: &Path, raw: Raw, wasm: &[u8]) -> Result<(Code,
         // engine with the same compatibility hash (part of the key), and its SHA-256
         // digest was verified just now. Entries are replaced only by rename, never
         // modified in place, so the mapping cannot change under us.
-        let loaded = match raw {
-            Raw::Module => unsafe { Module::deserialize_file(wt, &file) }.map(Code::Module),
-            Raw::Component => {
-                unsafe { Component::deserialize_file(wt, &file) }.map(Code::Component)
-            }
-        };
-        match loaded {
+        match unsafe { deserialize_file(wt, &raw, &file) } {
             Ok(code) => {
                 tracing::debug!(entry = %file.display(), "loaded compiled code from cache");
                 return Ok((code, true));
@@ -346,15 +340,10 @@ fn compile(engine: &Engine, path: &Path, raw: Raw, wasm: &[u8]) -> Result<(Code,
         // Load from the stored file (not the buffer) so the code pages are a shared
         // file mapping, as they will be on every later start.
         // SAFETY: we just produced and stored this artifact with this engine.
-        Ok(file) => {
-            let loaded = match raw {
-                Raw::Module => unsafe { Module::deserialize_file(wt, &file) }.map(Code::Module),
-                Raw::Component => {
-                    unsafe { Component::deserialize_file(wt, &file) }.map(Code::Component)
-                }
-            };
-            Ok((loaded.map_err(invalid)?, false))
-        }
+        Ok(file) => Ok((
+            unsafe { deserialize_file(wt, &raw, &file) }.map_err(invalid)?,
+            false,
+        )),
         Err(e) => {
             tracing::warn!(error = %crate::error_chain(&e), "code cache not written; continuing without it");
             // SAFETY: the artifact was produced by `precompile_*` of this engine just now.
@@ -367,6 +356,26 @@ fn compile(engine: &Engine, path: &Path, raw: Raw, wasm: &[u8]) -> Result<(Code,
                 ),
             };
             Ok((code, false))
+        }
+    }
+}
+
+/// Maps a compiled artifact from `file`.
+///
+/// # Safety
+///
+/// `file` must hold an artifact that `wt` (or an engine with the same
+/// compatibility hash) serialized, and must not be modified while mapped.
+unsafe fn deserialize_file(
+    wt: &wasmtime::Engine,
+    raw: &Raw,
+    file: &Path,
+) -> wasmtime::Result<Code> {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        match raw {
+            Raw::Module => Module::deserialize_file(wt, file).map(Code::Module),
+            Raw::Component => Component::deserialize_file(wt, file).map(Code::Component),
         }
     }
 }
