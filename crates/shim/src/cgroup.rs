@@ -1,0 +1,133 @@
+//! cgroups of Wasm containers (runc manages those of Linux containers).
+//!
+//! The container process is placed in the spec's `cgroupsPath` in every
+//! controller, the spec's resources are applied to it, and the cgroup is
+//! removed on Delete. cgroup v1 (including the hybrid layout of these
+//! machines) and v2 are handled by `cgroups-rs`.
+
+use std::io;
+use std::time::Duration;
+
+use cgroups_rs::freezer::FreezerController;
+use cgroups_rs::{Cgroup, CgroupPid, Subsystem, hierarchies};
+
+/// The cgroup path for a container: the spec's `cgroupsPath`, or
+/// `/wisp/<namespace>/<id>` when it has none. The systemd form
+/// `slice:prefix:name` becomes `slice/prefix-name.scope`, which is where
+/// systemd would put it in the cgroupfs tree.
+pub fn container_path(spec_path: Option<&str>, namespace: &str, id: &str) -> String {
+    match spec_path.filter(|p| !p.is_empty()) {
+        Some(p) if !p.starts_with('/') && p.split(':').count() == 3 => {
+            let parts: Vec<&str> = p.split(':').collect();
+            format!("/{}/{}-{}.scope", parts[0], parts[1], parts[2])
+        }
+        Some(p) => format!("/{}", p.trim_start_matches('/')),
+        None => format!("/wisp/{namespace}/{id}"),
+    }
+}
+
+/// A container's cgroup.
+#[derive(Debug)]
+pub struct ContainerCgroup {
+    path: String,
+    cg: Cgroup,
+}
+
+impl ContainerCgroup {
+    /// Creates the cgroup (in every v1 controller, or the v2 unified tree).
+    pub fn create(path: &str) -> io::Result<Self> {
+        let rel = path.trim_start_matches('/');
+        let cg = Cgroup::new(hierarchies::auto(), rel)
+            .map_err(|e| io::Error::other(format!("failed to create cgroup {path}: {e}")))?;
+        Ok(Self {
+            path: path.into(),
+            cg,
+        })
+    }
+
+    /// Loads an existing cgroup (cleanup after a shim restart).
+    pub fn load(path: &str) -> Self {
+        Self {
+            path: path.into(),
+            cg: Cgroup::load(hierarchies::auto(), path.trim_start_matches('/')),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn add(&self, pid: u32) -> io::Result<()> {
+        self.cg
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(|e| io::Error::other(format!("failed to join cgroup {}: {e}", self.path)))
+    }
+
+    /// Pids of the processes in the cgroup.
+    pub fn procs(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.cg.procs().into_iter().map(|p| p.pid as u32).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    fn freezer(&self) -> io::Result<&FreezerController> {
+        self.cg
+            .subsystems()
+            .iter()
+            .find_map(|s| match s {
+                Subsystem::Freezer(f) => Some(f),
+                _ => None,
+            })
+            .ok_or_else(|| io::Error::other("no freezer controller for this cgroup"))
+    }
+
+    pub fn freeze(&self) -> io::Result<()> {
+        self.freezer()?
+            .freeze()
+            .map_err(|e| io::Error::other(format!("failed to freeze {}: {e}", self.path)))
+    }
+
+    pub fn thaw(&self) -> io::Result<()> {
+        self.freezer()?
+            .thaw()
+            .map_err(|e| io::Error::other(format!("failed to thaw {}: {e}", self.path)))
+    }
+
+    /// Removes the cgroup. Its processes have been reaped, but the kernel can
+    /// take a moment to let go of the last one, so EBUSY is retried briefly.
+    pub fn delete(&self) -> io::Result<()> {
+        if !self.cg.exists() {
+            return Ok(());
+        }
+        let mut last = None;
+        for _ in 0..50 {
+            match self.cg.delete() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::other(format!(
+            "failed to remove cgroup {}: {}",
+            self.path,
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_path;
+
+    #[test]
+    fn paths() {
+        assert_eq!(container_path(Some("/default/c1"), "default", "c1"), "/default/c1");
+        assert_eq!(container_path(Some("kubepods/x/c1"), "k8s.io", "c1"), "/kubepods/x/c1");
+        assert_eq!(container_path(None, "default", "c1"), "/wisp/default/c1");
+        assert_eq!(
+            container_path(Some("system.slice:cri-containerd:c1"), "k8s.io", "c1"),
+            "/system.slice/cri-containerd-c1.scope"
+        );
+    }
+}

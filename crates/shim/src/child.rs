@@ -1,0 +1,260 @@
+//! The Wasm container process: one per Wasm container (and per exec).
+//!
+//! The shim starts its own binary with [`CHILD_ARG`]; this process joins the
+//! container's namespaces, loads the app (compiling it or mapping it from the
+//! node's code cache) and reports "ok" or the error on the status pipe, so that
+//! Create fails with the real reason. It then waits on the control pipe for
+//! Start. Its stdio are the container's FIFOs and it sits in the container's
+//! cgroup, so logs, stats, limits and signals act on it like on any container
+//! process. The shim daemon itself never loads wasmtime.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{Context, Result, bail};
+use nix::sched::{CloneFlags, setns, unshare};
+use wisp_runtime::command::{self, Outcome, Stdio};
+use wisp_runtime::config::{ByteSize, Config, DirGrant};
+use wisp_runtime::http::HttpServer;
+use wisp_runtime::{App, AppShape, Engine, EngineSettings};
+
+use crate::plan::{Executor, WasmPlan};
+
+/// argv[1] that turns the shim binary into a container process.
+pub const CHILD_ARG: &str = "--wisp-container";
+/// The child reads the plan (one JSON line), then one byte to start, from here.
+pub const CONTROL_FD: i32 = 3;
+/// The child writes `ok` or an error message here, then closes it.
+pub const STATUS_FD: i32 = 4;
+/// Exit status of a guest that trapped (as `wisp run`: SIGABRT's 128+6).
+pub const TRAP_EXIT_CODE: i32 = command::TRAP_EXIT_CODE;
+
+/// Instance slots of an HTTP app's pool: a pod is one replica, and a smaller
+/// pool starts faster and reserves less address space than `wisp serve`'s.
+const POD_MAX_CONCURRENT_REQUESTS: u32 = 100;
+
+/// Entry point of the container process. Never returns.
+pub fn main() -> ! {
+    // SAFETY: the shim spawns this process with the control and status pipes
+    // dup'ed onto fds 3 and 4 (see `process::spawn_wasm`), and nothing else in
+    // this process uses those numbers, so taking ownership of them is sound.
+    let (control, status) = unsafe {
+        (
+            File::from(OwnedFd::from_raw_fd(CONTROL_FD)),
+            File::from(OwnedFd::from_raw_fd(STATUS_FD)),
+        )
+    };
+    let code = match run(control, status) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wisp: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run(control: File, mut status: File) -> Result<i32> {
+    let mut control = BufReader::new(control);
+    let mut line = String::new();
+    control
+        .read_line(&mut line)
+        .context("failed to read the container plan")?;
+    let plan: WasmPlan = serde_json::from_str(&line).context("invalid container plan")?;
+    let prepared = match prepare(&plan) {
+        Ok(p) => p,
+        Err(e) => {
+            // The shim turns this into Create's error; ctr prints it.
+            let _ = status.write_all(format!("{e:#}").as_bytes());
+            return Ok(1);
+        }
+    };
+    status.write_all(b"ok").context("failed to report ready")?;
+    drop(status);
+
+    let mut go = [0u8; 1];
+    if control.read(&mut go).context("failed to wait for start")? == 0 {
+        // The shim went away or deleted the task before starting it.
+        return Ok(0);
+    }
+    prepared.run(&plan)
+}
+
+/// A loaded app, ready to start.
+struct Prepared {
+    engine: Engine,
+    app: App,
+    config: Config,
+    serve: bool,
+}
+
+fn prepare(plan: &WasmPlan) -> Result<Prepared> {
+    enter_namespaces(plan)?;
+    let config = config_from(plan);
+    // The engine must exist before the app is loaded, so the choice between
+    // the pooling (serving) and the on-demand (command) allocator is made from
+    // the plan and the binary's header: under `Auto` only components can be
+    // HTTP apps.
+    let serving = match plan.executor {
+        Executor::Command => false,
+        Executor::Http => true,
+        Executor::Auto => is_component(&plan.module),
+    };
+    let settings = if serving {
+        EngineSettings::for_serve(&config)
+    } else {
+        EngineSettings::for_run(&config)
+    };
+    let engine = Engine::new(&settings).context("failed to create the Wasm engine")?;
+    let module = plan.module.display().to_string();
+    let app = App::load(&engine, &plan.module, false)
+        .with_context(|| format!("failed to load `{module}`"))?;
+    let serve = match (plan.executor, app.shape()) {
+        (Executor::Http, _) | (Executor::Auto, AppShape::HttpProxy) => true,
+        (Executor::Command, AppShape::HttpProxy) => {
+            bail!("`{module}` is a wasi:http component; it cannot run as a command")
+        }
+        _ => false,
+    };
+    if serve {
+        let server = HttpServer::new(&engine, &app, &config)
+            .with_context(|| format!("`{module}` cannot be served"))?;
+        current_thread()?
+            .block_on(server.instantiate_once())
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("failed to instantiate `{module}`"))?;
+    }
+    Ok(Prepared {
+        engine,
+        app,
+        config,
+        serve,
+    })
+}
+
+/// A component's preamble has layer 1 in bytes 6..8; a core module's has 0.
+fn is_component(path: &std::path::Path) -> bool {
+    let mut head = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head[..4] == *b"\0asm" && head[6..8] == [1, 0])
+}
+
+fn config_from(plan: &WasmPlan) -> Config {
+    let mut config = Config::default();
+    config.capabilities.dirs = plan
+        .dirs
+        .iter()
+        .map(|d| DirGrant {
+            host: d.host.clone(),
+            guest: d.guest.clone(),
+            read_only: d.read_only,
+        })
+        .collect();
+    config.capabilities.env = plan.env.clone();
+    config.limits.max_memory = plan.max_memory.map(ByteSize);
+    config.server.listen = plan.listen;
+    config.server.max_concurrent_requests = POD_MAX_CONCURRENT_REQUESTS;
+    config.engine.pooling.total_instances = POD_MAX_CONCURRENT_REQUESTS;
+    config.engine.cache_dir = plan.cache_dir.clone();
+    config
+}
+
+/// Joins the namespaces the spec names and creates the ones it asks for
+/// without a path. Runs while the process has a single thread: `setns` and
+/// `unshare` of a network namespace act on the calling thread only, and every
+/// thread created later inherits it.
+fn enter_namespaces(plan: &WasmPlan) -> Result<()> {
+    for path in &plan.join {
+        let f = File::open(path)
+            .with_context(|| format!("failed to open namespace `{}`", path.display()))?;
+        setns(&f, CloneFlags::empty())
+            .with_context(|| format!("failed to join namespace `{}`", path.display()))?;
+    }
+    let mut fresh = CloneFlags::empty();
+    fresh.set(CloneFlags::CLONE_NEWNET, plan.unshare_net);
+    fresh.set(CloneFlags::CLONE_NEWUTS, plan.unshare_uts);
+    fresh.set(CloneFlags::CLONE_NEWIPC, plan.unshare_ipc);
+    if !fresh.is_empty() {
+        unshare(fresh).context("failed to create the container's namespaces")?;
+    }
+    if plan.unshare_net {
+        crate::netns::loopback_up().context("failed to bring up `lo` in the new netns")?;
+    }
+    Ok(())
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+impl Prepared {
+    fn run(self, plan: &WasmPlan) -> Result<i32> {
+        if self.serve {
+            return self.serve(plan);
+        }
+        let rt = current_thread()?;
+        let outcome = rt
+            .block_on(command::run(
+                &self.engine,
+                &self.app,
+                &self.config,
+                &plan.args,
+                Stdio::Inherit,
+            ))
+            .with_context(|| format!("failed to run `{}`", plan.module.display()))?;
+        rt.shutdown_background();
+        match &outcome {
+            Outcome::Exited(_) => {}
+            Outcome::Trapped(e) => eprintln!(
+                "wisp: `{}` trapped: {}",
+                plan.args.first().map_or("guest", String::as_str),
+                command::describe_trap(e)
+            ),
+            Outcome::TimedOut(t) => eprintln!("wisp: guest stopped after the timeout of {t:?}"),
+        }
+        Ok(outcome.exit_code())
+    }
+
+    /// Serves until SIGTERM or SIGINT, drains, and exits 128+signal, as a
+    /// process killed by that signal would report.
+    fn serve(self, plan: &WasmPlan) -> Result<i32> {
+        let server = HttpServer::new(&self.engine, &self.app, &self.config)?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = Arc::new(AtomicI32::new(0));
+        // Registered before serving starts, so a SIGTERM that arrives during
+        // start-up drains instead of killing the process.
+        let mut signals =
+            signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+                .context("failed to install signal handlers")?;
+        let got = signal.clone();
+        std::thread::Builder::new()
+            .name("wisp-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    got.store(sig, Ordering::SeqCst);
+                    let _ = tx.send(());
+                }
+            })
+            .context("failed to start the signal thread")?;
+        let report = server.serve_per_core(
+            &self.config.server,
+            plan.threads,
+            |addr| eprintln!("wisp: serving HTTP on http://{addr}/"),
+            async move {
+                let _ = rx.await;
+            },
+        )?;
+        if !report.drained {
+            eprintln!("wisp: drain timeout reached; in-flight requests were cut off");
+        }
+        let sig = signal.load(Ordering::SeqCst);
+        Ok(if sig == 0 { 0 } else { 128 + sig })
+    }
+}

@@ -1,0 +1,75 @@
+//! Publishing task events to containerd, in order, surviving its restarts.
+//!
+//! Handlers queue events and return at once; one thread forwards them over
+//! ttrpc. When containerd is down (restarting), the thread reconnects and
+//! retries, so an exit that happens meanwhile is still reported once
+//! containerd is back.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
+
+use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::ttrpc::context::Context;
+use containerd_shim::publisher::RemotePublisher;
+
+/// How long an event is retried while containerd is unreachable.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+struct Event {
+    topic: &'static str,
+    message: Box<dyn MessageDyn + Send>,
+}
+
+/// The sending side; cheap to clone.
+#[derive(Clone)]
+pub struct Events {
+    tx: Sender<Event>,
+}
+
+impl Events {
+    /// Starts the publishing thread.
+    pub fn start(publisher: RemotePublisher, namespace: String, ttrpc_address: String) -> Self {
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name("wisp-events".into())
+            .spawn(move || forward(rx, publisher, namespace, ttrpc_address))
+            .expect("failed to start the event thread");
+        Self { tx }
+    }
+
+    pub fn send(&self, topic: &'static str, message: impl MessageDyn + Send + 'static) {
+        let _ = self.tx.send(Event {
+            topic,
+            message: Box::new(message),
+        });
+    }
+}
+
+fn forward(rx: Receiver<Event>, publisher: RemotePublisher, namespace: String, address: String) {
+    let mut publisher = Some(publisher);
+    for event in rx {
+        let deadline = Instant::now() + GIVE_UP_AFTER;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            if publisher.is_none() {
+                publisher = RemotePublisher::new(&address).ok();
+            }
+            if let Some(p) = &publisher {
+                let message = (&*event.message as &dyn MessageDyn).clone_box();
+                match p.publish(Context::default(), event.topic, &namespace, message) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        log::warn!("publishing {} failed, will retry: {e}", event.topic);
+                        publisher = None;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                log::error!("dropping event {}: containerd unreachable", event.topic);
+                break;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! wisp-shim: the containerd shim v2 `containerd-shim-wisp-v1`
+//! (runtime type `io.containerd.wisp.v1`).
+//!
+//! - [`shim`]: start/delete and the daemon (one per pod).
+//! - [`service`]: the Task API over ttrpc.
+//! - [`plan`]: what a bundle runs: a Wasm plan or a Linux container.
+//! - [`child`]: the Wasm container process (the shim binary re-executed).
+//! - [`runc`]: Linux containers (pause, sidecars) delegated to runc.
+//! - [`process`], [`cgroup`], [`events`], [`netns`]: the plumbing.
+
+pub mod cgroup;
+pub mod child;
+pub mod events;
+pub mod netns;
+pub mod plan;
+pub mod process;
+pub mod runc;
+pub mod service;
+pub mod shim;
+
+pub use shim::{RUNTIME_ID, WispShim};
+
+/// The binary's entry: a Wasm container process, or the shim itself.
+pub fn main() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == child::CHILD_ARG) {
+        child::main();
+    }
+    containerd_shim::run::<WispShim>(RUNTIME_ID, None);
+}

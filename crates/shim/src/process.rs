@@ -1,0 +1,409 @@
+//! Processes the shim supervises: state, exits, stdio and spawning.
+//!
+//! The shim is a child subreaper and the `containerd-shim` crate reaps every
+//! child on SIGCHLD and reports exits through its monitor. Nothing here calls
+//! `wait` itself (that would race the reaper); helper commands and container
+//! processes alike learn their exit from the monitor.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::monitor::{Subject, Topic};
+use containerd_shim::protos::api::Status;
+use containerd_shim::synchronous::monitor::{monitor_subscribe, wait_pid};
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+
+use crate::child::{CHILD_ARG, CONTROL_FD, STATUS_FD};
+use crate::plan::WasmPlan;
+
+/// The stdio paths containerd gave for a process.
+#[derive(Debug, Clone, Default)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Exit {
+    pub code: u32,
+    pub at: SystemTime,
+}
+
+/// Mutable state of a process.
+#[derive(Debug)]
+pub struct ProcState {
+    pub pid: u32,
+    pub status: Status,
+    pub exit: Option<Exit>,
+    /// Writing one byte here starts a created Wasm process.
+    pub control: Option<File>,
+    pub stdin: Option<StdinFeeder>,
+}
+
+/// A container's init process or one of its execs.
+#[derive(Debug)]
+pub struct Proc {
+    pub container_id: String,
+    /// Empty for the init process.
+    pub exec_id: String,
+    pub stdio: StdioPaths,
+    pub state: Mutex<ProcState>,
+    exited: Condvar,
+}
+
+impl Proc {
+    pub fn new(container_id: &str, exec_id: &str, stdio: StdioPaths) -> Arc<Self> {
+        Arc::new(Self {
+            container_id: container_id.into(),
+            exec_id: exec_id.into(),
+            stdio,
+            state: Mutex::new(ProcState {
+                pid: 0,
+                status: Status::CREATED,
+                exit: None,
+                control: None,
+                stdin: None,
+            }),
+            exited: Condvar::new(),
+        })
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ProcState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the exit; returns false if it was already recorded.
+    pub fn set_exited(&self, code: i32) -> bool {
+        let mut s = self.lock();
+        if s.exit.is_some() {
+            return false;
+        }
+        s.exit = Some(Exit {
+            code: code as u32,
+            at: SystemTime::now(),
+        });
+        s.status = Status::STOPPED;
+        s.control = None;
+        s.stdin = None;
+        self.exited.notify_all();
+        true
+    }
+
+    /// Blocks until the process has exited.
+    pub fn wait(&self) -> Exit {
+        let mut s = self.lock();
+        loop {
+            if let Some(e) = s.exit {
+                return e;
+            }
+            s = self.exited.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits up to `timeout` for the exit.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Exit> {
+        let s = self.lock();
+        let (s, _) = self
+            .exited
+            .wait_timeout_while(s, timeout, |s| s.exit.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        s.exit
+    }
+
+    /// The id containerd uses for this process in events.
+    pub fn event_id(&self) -> &str {
+        if self.exec_id.is_empty() {
+            &self.container_id
+        } else {
+            &self.exec_id
+        }
+    }
+}
+
+/// Which process a pid belongs to, plus exits that arrived before their pid
+/// was registered (a container process can die before `spawn` returns).
+#[derive(Default)]
+pub struct PidTable {
+    procs: HashMap<u32, Arc<Proc>>,
+    early: HashMap<u32, i32>,
+    early_order: std::collections::VecDeque<u32>,
+}
+
+/// Exits of pids nobody registered (helper commands such as `runc start`)
+/// kept for late registration; bounded.
+const EARLY_EXITS_KEPT: usize = 4096;
+
+impl PidTable {
+    /// Registers `proc` under `pid`; returns an exit code that already came in.
+    pub fn register(&mut self, pid: u32, proc: &Arc<Proc>) -> Option<i32> {
+        if let Some(code) = self.early.remove(&pid) {
+            return Some(code);
+        }
+        self.procs.insert(pid, proc.clone());
+        None
+    }
+
+    /// Takes the process that `pid` was, or remembers the exit for later.
+    pub fn exited(&mut self, pid: u32, code: i32) -> Option<Arc<Proc>> {
+        if let Some(p) = self.procs.remove(&pid) {
+            return Some(p);
+        }
+        if self.early.insert(pid, code).is_none() {
+            self.early_order.push_back(pid);
+        }
+        while self.early_order.len() > EARLY_EXITS_KEPT {
+            if let Some(old) = self.early_order.pop_front() {
+                self.early.remove(&old);
+            }
+        }
+        None
+    }
+
+    pub fn forget(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+    }
+}
+
+/// The three streams a container process gets.
+pub struct ChildStdio {
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+    pub feeder: Option<StdinFeeder>,
+}
+
+/// Copies the stdin FIFO into a pipe: reading a FIFO directly would see EOF
+/// before the client has opened its end, and closing the pipe is how
+/// CloseIO reaches the process.
+#[derive(Debug)]
+pub struct StdinFeeder {
+    fifo: String,
+}
+
+impl StdinFeeder {
+    /// Lets a feeder still waiting for a writer go: it sees EOF and closes the
+    /// process's stdin.
+    pub fn close(&self) {
+        let _ = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.fifo);
+    }
+}
+
+impl Drop for StdinFeeder {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Opens the stdio containerd named. Empty paths are /dev/null.
+pub fn open_stdio(paths: &StdioPaths) -> io::Result<ChildStdio> {
+    let (stdin, feeder) = if paths.stdin.is_empty() {
+        (Stdio::null(), None)
+    } else {
+        let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
+        let fifo = paths.stdin.clone();
+        let mut w = File::from(w);
+        std::thread::Builder::new()
+            .name("wisp-stdin".into())
+            .spawn({
+                let fifo = fifo.clone();
+                move || {
+                    // Blocks until the client opens its end (or close() does).
+                    if let Ok(mut f) = File::open(&fifo) {
+                        let _ = io::copy(&mut f, &mut w);
+                    }
+                }
+            })?;
+        (Stdio::from(r), Some(StdinFeeder { fifo }))
+    };
+    Ok(ChildStdio {
+        stdin,
+        stdout: open_output(&paths.stdout)?,
+        stderr: open_output(&paths.stderr)?,
+        feeder,
+    })
+}
+
+/// Opens an output: a FIFO read-write (the open never blocks and the process
+/// never gets EPIPE while the client reconnects), a `file://` URI or a path
+/// for append.
+fn open_output(path: &str) -> io::Result<Stdio> {
+    if path.is_empty() {
+        return Ok(Stdio::null());
+    }
+    if let Some(rest) = path.strip_prefix("binary://") {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("binary log URIs (binary://{rest}) are not supported by wisp"),
+        ));
+    }
+    let path = path.strip_prefix("file://").unwrap_or(path);
+    let is_fifo = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo());
+    let f = if is_fifo {
+        OpenOptions::new().read(true).write(true).open(path)?
+    } else {
+        OpenOptions::new().create(true).append(true).open(path)?
+    };
+    Ok(Stdio::from(f))
+}
+
+/// A Wasm container process that has loaded its app and waits for Start.
+pub struct SpawnedWasm {
+    pub pid: u32,
+    pub control: File,
+}
+
+/// Starts a container process for `plan`. `before_load` runs once the pid is
+/// known and before the app is loaded (registering the pid, joining the
+/// cgroup), so loading is charged to the container. Fails with the child's
+/// own message if loading fails.
+pub fn spawn_wasm(
+    plan: &WasmPlan,
+    stdio: ChildStdio,
+    before_load: impl FnOnce(u32) -> io::Result<()>,
+) -> io::Result<SpawnedWasm> {
+    let (ctl_r, ctl_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let (st_r, st_w) = pipe2(OFlag::O_CLOEXEC)?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg(CHILD_ARG)
+        .env_clear()
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr)
+        // Signals for the shim's process group are not the container's.
+        .process_group(0);
+    let (ctl_fd, st_fd) = (ctl_r.as_raw_fd(), st_w.as_raw_fd());
+    // SAFETY: the closure only calls fcntl and dup2, which are
+    // async-signal-safe, and touches no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both ends above the target numbers first, so dup2 cannot
+            // overwrite one with the other; dup2 clears close-on-exec.
+            let ctl = libc::fcntl(ctl_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let st = libc::fcntl(st_fd, libc::F_DUPFD_CLOEXEC, 10);
+            if ctl < 0
+                || st < 0
+                || libc::dup2(ctl, CONTROL_FD) < 0
+                || libc::dup2(st, STATUS_FD) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    drop((ctl_r, st_w));
+    let mut control = File::from(ctl_w);
+    let mut status = File::from(st_r);
+    let setup = before_load(pid).and_then(|()| {
+        let mut line = serde_json::to_vec(plan).map_err(io::Error::other)?;
+        line.push(b'\n');
+        control.write_all(&line)
+    });
+    if let Err(e) = setup {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        );
+        return Err(e);
+    }
+    let mut reply = String::new();
+    status.read_to_string(&mut reply)?;
+    if reply != "ok" {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        );
+        let msg = if reply.is_empty() {
+            "the Wasm container process exited before loading the app".to_string()
+        } else {
+            reply
+        };
+        return Err(io::Error::other(msg));
+    }
+    Ok(SpawnedWasm { pid, control })
+}
+
+/// What a helper command printed and how it ended.
+pub struct CmdOutput {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a helper command (runc) to completion, learning its exit from the
+/// reaper. Output is captured unless the caller set stdio itself.
+pub fn run_cmd(cmd: &mut Command, capture: bool) -> io::Result<CmdOutput> {
+    let sub = monitor_subscribe(Topic::Pid).map_err(io::Error::other)?;
+    if capture {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    let err_reader = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = e.read_to_end(&mut buf);
+            buf
+        })
+    });
+    let mut stdout = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut stdout)?;
+    }
+    let stderr = err_reader
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
+    let code = wait_pid(pid, sub);
+    Ok(CmdOutput {
+        code,
+        stdout,
+        stderr,
+    })
+}
+
+/// Keeps `Subject` in scope for the service's exit loop.
+pub fn pid_of(subject: &Subject) -> Option<u32> {
+    match subject {
+        Subject::Pid(p) => Some(*p as u32),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn early_exits_are_claimed_on_register() {
+        let mut t = PidTable::default();
+        let p = Proc::new("c", "", StdioPaths::default());
+        assert!(t.exited(7, 3).is_none());
+        assert_eq!(t.register(7, &p), Some(3));
+        assert!(t.register(8, &p).is_none());
+        assert!(t.exited(8, 0).is_some());
+    }
+
+    #[test]
+    fn one_exit_per_process() {
+        let p = Proc::new("c", "", StdioPaths::default());
+        assert!(p.set_exited(137));
+        assert!(!p.set_exited(0));
+        assert_eq!(p.wait().code, 137);
+        assert_eq!(p.lock().status, Status::STOPPED);
+    }
+}

@@ -1,0 +1,859 @@
+//! The ttrpc Task service: containerd's calls on Wasm and Linux containers.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
+    PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest,
+    StartResponse, StateRequest, StateResponse, Status, StatsRequest, StatsResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim::monitor::Topic;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::shim::shim::CheckpointTaskRequest;
+use containerd_shim::protos::topics::{
+    TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXEC_ADDED_EVENT_TOPIC,
+    TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_PAUSED_EVENT_TOPIC,
+    TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
+};
+use containerd_shim::protos::ttrpc::{self, Code, TtrpcContext};
+use containerd_shim::protos::types::task::ProcessInfo;
+use containerd_shim::synchronous::monitor::monitor_subscribe;
+use containerd_shim::{ExitSignal, Task};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{ContainerCgroup, container_path};
+use crate::events::Events;
+use crate::plan::{self, Entrypoint, HostSettings, WasmPlan};
+use crate::process::{PidTable, Proc, StdioPaths, open_stdio, pid_of, spawn_wasm};
+use crate::runc::Runc;
+
+/// File in the bundle recording what `delete` must clean up if the shim dies.
+pub const STATE_FILE: &str = "wisp-state.json";
+
+/// What runs a container.
+enum Kind {
+    Wasm {
+        plan: WasmPlan,
+        cgroup: ContainerCgroup,
+        rootfs: PathBuf,
+    },
+    Linux {
+        runc: Runc,
+        /// Exec process specs waiting for Start (runc execs them then).
+        pending: Mutex<HashMap<String, Vec<u8>>>,
+    },
+}
+
+struct Container {
+    id: String,
+    bundle: PathBuf,
+    kind: Kind,
+    init: Arc<Proc>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+    /// Where we mounted the rootfs, to unmount on Delete.
+    mounted: Option<PathBuf>,
+}
+
+/// Cleanup record kept in the bundle (see [`STATE_FILE`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StateRecord {
+    pub linux: bool,
+    pub pid: u32,
+    pub cgroup: Option<String>,
+    pub mounted: Option<PathBuf>,
+}
+
+struct Inner {
+    namespace: String,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    pids: Mutex<PidTable>,
+    events: Events,
+    exit: Arc<ExitSignal>,
+    host: HostSettings,
+}
+
+/// The Task service.
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+fn err(code: Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn not_found(what: &str) -> ttrpc::Error {
+    err(Code::NOT_FOUND, format!("{what}: not found"))
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = d.as_secs() as i64;
+    ts.nanos = d.subsec_nanos() as i32;
+    ts
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The host settings of the shim: the node's code cache and CPU count.
+pub fn host_settings() -> HostSettings {
+    HostSettings {
+        cache_dir: Some(
+            std::env::var_os("WISP_CACHE_DIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| PathBuf::from("/var/lib/wisp/cache"), PathBuf::from),
+        ),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+impl Service {
+    pub fn new(events: Events, namespace: &str, exit: Arc<ExitSignal>) -> Self {
+        let inner = Arc::new(Inner {
+            namespace: namespace.into(),
+            containers: Mutex::default(),
+            pids: Mutex::default(),
+            events,
+            exit,
+            host: host_settings(),
+        });
+        // Subscribed before any process exists, so no exit is missed.
+        let sub = monitor_subscribe(Topic::All).expect("monitor subscription");
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("wisp-exits".into())
+            .spawn(move || {
+                for ev in sub.rx.iter() {
+                    let Some(inner) = weak.upgrade() else { break };
+                    if let Some(pid) = pid_of(&ev.subject) {
+                        inner.on_exit(pid, ev.exit_code);
+                    }
+                }
+            })
+            .expect("failed to start the exit thread");
+        Self { inner }
+    }
+}
+
+impl Inner {
+    fn on_exit(&self, pid: u32, code: i32) {
+        let Some(proc) = lock(&self.pids).exited(pid, code) else {
+            return;
+        };
+        self.exited(&proc, pid, code);
+    }
+
+    fn exited(&self, proc: &Arc<Proc>, pid: u32, code: i32) {
+        if !proc.set_exited(code) {
+            return;
+        }
+        let exit = proc.lock().exit.expect("just set");
+        self.events.send(
+            TASK_EXIT_EVENT_TOPIC,
+            TaskExit {
+                container_id: proc.container_id.clone(),
+                id: proc.event_id().into(),
+                pid,
+                exit_status: exit.code,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            },
+        );
+        // Execs of a Wasm container do not outlive its init, as in a pid
+        // namespace whose init died.
+        if proc.exec_id.is_empty()
+            && let Some(c) = lock(&self.containers).get(&proc.container_id).cloned()
+            && matches!(c.kind, Kind::Wasm { .. })
+        {
+            for e in lock(&c.execs).values() {
+                signal_proc(e, Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn container(&self, id: &str) -> ttrpc::Result<Arc<Container>> {
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(&format!("container {id}")))
+    }
+
+    fn process(&self, id: &str, exec_id: &str) -> ttrpc::Result<(Arc<Container>, Arc<Proc>)> {
+        let c = self.container(id)?;
+        if exec_id.is_empty() {
+            let p = c.init.clone();
+            return Ok((c, p));
+        }
+        let p = lock(&c.execs)
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| not_found(&format!("exec {exec_id} in container {id}")))?;
+        Ok((c, p))
+    }
+
+    /// Registers `pid`; a process that is already gone gets its exit now.
+    fn register(&self, pid: u32, proc: &Arc<Proc>) {
+        proc.lock().pid = pid;
+        let early = lock(&self.pids).register(pid, proc);
+        if let Some(code) = early {
+            self.exited(proc, pid, code);
+        }
+    }
+
+    fn create(&self, req: &CreateTaskRequest) -> ttrpc::Result<u32> {
+        if req.terminal {
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "terminal (tty) containers are not supported by wisp",
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("invalid OCI spec {}/config.json: {e}", req.bundle),
+            )
+        })?;
+        let mut mounted = None;
+        let rootfs = if req.rootfs.is_empty() {
+            let root = spec
+                .root()
+                .as_ref()
+                .map_or_else(|| PathBuf::from("rootfs"), |r| r.path().clone());
+            bundle.join(root)
+        } else {
+            let target = bundle.join("rootfs");
+            std::fs::create_dir_all(&target)
+                .map_err(|e| err(Code::INTERNAL, format!("failed to create rootfs dir: {e}")))?;
+            for m in &req.rootfs {
+                containerd_shim::mount::mount_rootfs(
+                    Some(m.type_.as_str()).filter(|t| !t.is_empty()),
+                    Some(m.source.as_str()),
+                    &m.options,
+                    &target,
+                )
+                .map_err(|e| {
+                    unmount(&target);
+                    err(Code::INTERNAL, format!("failed to mount the rootfs: {e}"))
+                })?;
+                mounted = Some(target.clone());
+            }
+            target
+        };
+        let result = self.create_in(req, &bundle, &spec, &rootfs, mounted.clone());
+        if result.is_err()
+            && let Some(m) = &mounted
+        {
+            unmount(m);
+        }
+        result
+    }
+
+    fn create_in(
+        &self,
+        req: &CreateTaskRequest,
+        bundle: &Path,
+        spec: &Spec,
+        rootfs: &Path,
+        mounted: Option<PathBuf>,
+    ) -> ttrpc::Result<u32> {
+        let id = req.id.as_str();
+        let paths = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let invalid = |e: &(dyn std::error::Error + 'static)| {
+            err(Code::INVALID_ARGUMENT, wisp_runtime::error_chain(e))
+        };
+        let entry = plan::classify(spec, rootfs).map_err(|e| invalid(&e))?;
+        let init = Proc::new(id, "", paths.clone());
+        let stdio = open_stdio(&paths).map_err(|e| {
+            err(Code::INVALID_ARGUMENT, format!("failed to open the container's stdio: {e}"))
+        })?;
+        let feeder;
+        let (kind, record) = match entry {
+            Entrypoint::Wasm(module) => {
+                let plan = plan::wasm_plan(id, spec, rootfs, module, &self.host)
+                    .map_err(|e| invalid(&e))?;
+                let linux = spec.linux().as_ref();
+                let path = container_path(
+                    linux.and_then(|l| l.cgroups_path().as_ref()).and_then(|p| p.to_str()),
+                    &self.namespace,
+                    id,
+                );
+                let cgroup = ContainerCgroup::create(&path)
+                    .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+                let resources = linux.and_then(|l| l.resources().clone());
+                let mut stdio = stdio;
+                feeder = stdio.feeder.take();
+                let spawned = spawn_wasm(&plan, stdio, |pid| {
+                    self.register(pid, &init);
+                    cgroup.add(pid)?;
+                    if let Some(r) = &resources {
+                        containerd_shim::cgroup::update_resources(pid, r)
+                            .map_err(|e| std::io::Error::other(format!("failed to apply the spec's resources: {e}")))?;
+                    }
+                    Ok(())
+                });
+                let spawned = match spawned {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let pid = init.lock().pid;
+                        lock(&self.pids).forget(pid);
+                        let _ = init.wait_timeout(Duration::from_secs(5));
+                        let _ = cgroup.delete();
+                        return Err(err(Code::INVALID_ARGUMENT, e.to_string()));
+                    }
+                };
+                init.lock().control = Some(spawned.control);
+                let record = StateRecord {
+                    linux: false,
+                    pid: spawned.pid,
+                    cgroup: Some(cgroup.path().into()),
+                    mounted: mounted.clone(),
+                };
+                (
+                    Kind::Wasm {
+                        plan,
+                        cgroup,
+                        rootfs: rootfs.into(),
+                    },
+                    record,
+                )
+            }
+            Entrypoint::Linux => {
+                let runc = Runc::new(id, bundle);
+                let mut stdio = stdio;
+                feeder = stdio.feeder.take();
+                let pid = runc.create(stdio).map_err(|e| {
+                    let _ = runc.delete();
+                    err(Code::INVALID_ARGUMENT, e.to_string())
+                })?;
+                self.register(pid, &init);
+                let record = StateRecord {
+                    linux: true,
+                    pid,
+                    cgroup: None,
+                    mounted: mounted.clone(),
+                };
+                (
+                    Kind::Linux {
+                        runc,
+                        pending: Mutex::default(),
+                    },
+                    record,
+                )
+            }
+        };
+        init.lock().stdin = feeder;
+        if let Ok(json) = serde_json::to_vec(&record) {
+            let _ = std::fs::write(bundle.join(STATE_FILE), json);
+        }
+        let pid = record.pid;
+        let container = Arc::new(Container {
+            id: id.into(),
+            bundle: bundle.into(),
+            kind,
+            init,
+            execs: Mutex::default(),
+            mounted,
+        });
+        lock(&self.containers).insert(id.into(), container);
+        self.events.send(
+            TASK_CREATE_EVENT_TOPIC,
+            TaskCreate {
+                container_id: id.into(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid,
+                ..Default::default()
+            },
+        );
+        Ok(pid)
+    }
+}
+
+fn unmount(target: &Path) {
+    let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+}
+
+fn signal_proc(p: &Proc, sig: Signal) -> bool {
+    let s = p.lock();
+    if s.exit.is_some() || s.pid == 0 {
+        return false;
+    }
+    kill(Pid::from_raw(s.pid as i32), sig).is_ok()
+}
+
+fn start_wasm(p: &Proc) -> std::io::Result<()> {
+    let mut s = p.lock();
+    let control: &mut File = s
+        .control
+        .as_mut()
+        .ok_or_else(|| std::io::Error::other("the process has no start channel"))?;
+    control.write_all(b"S")?;
+    s.control = None;
+    Ok(())
+}
+
+impl Task for Service {
+    fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+        let inner = &self.inner;
+        if lock(&inner.containers).contains_key(&req.id) {
+            return Err(err(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists", req.id),
+            ));
+        }
+        let pid = inner.create(&req)?;
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        let inner = &self.inner;
+        let (c, p) = inner.process(&req.id, &req.exec_id)?;
+        {
+            let s = p.lock();
+            if s.status != Status::CREATED {
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    format!("process {} is {:?}, not created", p.event_id(), s.status),
+                ));
+            }
+        }
+        match &c.kind {
+            Kind::Wasm { .. } => start_wasm(&p),
+            Kind::Linux { runc, pending } => {
+                if req.exec_id.is_empty() {
+                    runc.start()
+                } else {
+                    let spec = lock(pending).remove(&req.exec_id).unwrap_or_default();
+                    let stdio = open_stdio(&p.stdio);
+                    stdio.and_then(|mut stdio| {
+                        let feeder = stdio.feeder.take();
+                        let pid = runc.exec(&req.exec_id, &spec, stdio)?;
+                        p.lock().stdin = feeder;
+                        inner.register(pid, &p);
+                        Ok(())
+                    })
+                }
+            }
+        }
+        .map_err(|e| err(Code::INTERNAL, format!("failed to start: {e}")))?;
+        let pid = {
+            let mut s = p.lock();
+            if s.exit.is_none() {
+                s.status = Status::RUNNING;
+            }
+            s.pid
+        };
+        if req.exec_id.is_empty() {
+            inner.events.send(
+                TASK_START_EVENT_TOPIC,
+                TaskStart {
+                    container_id: req.id.clone(),
+                    pid,
+                    ..Default::default()
+                },
+            );
+        } else {
+            inner.events.send(
+                TASK_EXEC_STARTED_EVENT_TOPIC,
+                TaskExecStarted {
+                    container_id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    pid,
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        let (c, p) = self.inner.process(&req.id, &req.exec_id)?;
+        let s = p.lock();
+        Ok(StateResponse {
+            id: p.event_id().into(),
+            bundle: c.bundle.display().to_string(),
+            pid: s.pid,
+            status: s.status.into(),
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exit_status: s.exit.map_or(0, |e| e.code),
+            exited_at: s.exit.map(|e| timestamp(e.at)).into(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
+        let exit = p.wait();
+        Ok(WaitResponse {
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        let (c, p) = self.inner.process(&req.id, &req.exec_id)?;
+        let sig = Signal::try_from(req.signal as i32)
+            .map_err(|_| err(Code::INVALID_ARGUMENT, format!("invalid signal {}", req.signal)))?;
+        if p.lock().exit.is_some() {
+            return Err(err(Code::NOT_FOUND, "process already finished"));
+        }
+        match &c.kind {
+            Kind::Linux { runc, .. } if req.all && req.exec_id.is_empty() => runc
+                .kill_all(req.signal)
+                .map_err(|e| err(Code::INTERNAL, e.to_string()))?,
+            _ => {
+                signal_proc(&p, sig);
+                if req.all && req.exec_id.is_empty() {
+                    for e in lock(&c.execs).values() {
+                        signal_proc(e, sig);
+                    }
+                }
+            }
+        }
+        // A frozen process cannot act on a signal: thaw it so kill works.
+        if p.lock().status == Status::PAUSED
+            && let Kind::Wasm { cgroup, .. } = &c.kind
+        {
+            let _ = cgroup.thaw();
+            p.lock().status = Status::RUNNING;
+        }
+        Ok(Empty::new())
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        let inner = &self.inner;
+        let (c, p) = inner.process(&req.id, &req.exec_id)?;
+        let status = p.lock().status;
+        if matches!(status, Status::RUNNING | Status::PAUSED) {
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                format!("cannot delete {} while it is running; kill it first", p.event_id()),
+            ));
+        }
+        if status == Status::CREATED {
+            // Never started: containerd deletes it after a failed start.
+            signal_proc(&p, Signal::SIGKILL);
+            if p.wait_timeout(Duration::from_secs(10)).is_none() {
+                return Err(err(Code::DEADLINE_EXCEEDED, "the process did not exit after SIGKILL"));
+            }
+        }
+        let exit = p.lock().exit.expect("stopped");
+        let pid = p.lock().pid;
+        lock(&inner.pids).forget(pid);
+        if !req.exec_id.is_empty() {
+            lock(&c.execs).remove(&req.exec_id);
+        } else {
+            for e in lock(&c.execs).values() {
+                signal_proc(e, Signal::SIGKILL);
+                let _ = e.wait_timeout(Duration::from_secs(5));
+            }
+            let cleanup = match &c.kind {
+                Kind::Wasm { cgroup, .. } => cgroup.delete(),
+                Kind::Linux { runc, .. } => runc.delete(),
+            };
+            if let Some(m) = &c.mounted {
+                unmount(m);
+            }
+            let _ = std::fs::remove_file(c.bundle.join(STATE_FILE));
+            lock(&inner.containers).remove(&c.id);
+            cleanup.map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+            inner.events.send(
+                TASK_DELETE_EVENT_TOPIC,
+                TaskDelete {
+                    container_id: c.id.clone(),
+                    pid,
+                    exit_status: exit.code,
+                    exited_at: MessageField::some(timestamp(exit.at)),
+                    id: c.id.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(DeleteResponse {
+            pid,
+            exit_status: exit.code,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        let inner = &self.inner;
+        let c = inner.container(&req.id)?;
+        if req.terminal {
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "terminal (tty) execs are not supported by wisp",
+            ));
+        }
+        if lock(&c.execs).contains_key(&req.exec_id) {
+            return Err(err(
+                Code::ALREADY_EXISTS,
+                format!("exec {} already exists", req.exec_id),
+            ));
+        }
+        let init_pid = {
+            let s = c.init.lock();
+            if s.exit.is_some() {
+                return Err(err(Code::FAILED_PRECONDITION, "the container is not running"));
+            }
+            s.pid
+        };
+        let spec_json = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        let process: Process = serde_json::from_slice(&spec_json)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid exec process spec: {e}")))?;
+        let paths = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let proc = Proc::new(&req.id, &req.exec_id, paths.clone());
+        match &c.kind {
+            Kind::Wasm {
+                plan,
+                cgroup,
+                rootfs,
+            } => {
+                let exec_plan = plan::exec_plan(plan, &process, rootfs, init_pid)
+                    .map_err(|e| err(Code::INVALID_ARGUMENT, e.to_string()))?;
+                let mut stdio = open_stdio(&paths).map_err(|e| {
+                    err(Code::INVALID_ARGUMENT, format!("failed to open the exec's stdio: {e}"))
+                })?;
+                let feeder = stdio.feeder.take();
+                let spawned = spawn_wasm(&exec_plan, stdio, |pid| {
+                    inner.register(pid, &proc);
+                    cgroup.add(pid)
+                })
+                .map_err(|e| {
+                    lock(&inner.pids).forget(proc.lock().pid);
+                    err(Code::INVALID_ARGUMENT, e.to_string())
+                })?;
+                let mut s = proc.lock();
+                s.control = Some(spawned.control);
+                s.stdin = feeder;
+            }
+            Kind::Linux { pending, .. } => {
+                lock(pending).insert(req.exec_id.clone(), spec_json);
+            }
+        }
+        lock(&c.execs).insert(req.exec_id.clone(), proc);
+        inner.events.send(
+            TASK_EXEC_ADDED_EVENT_TOPIC,
+            TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(Empty::new())
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        let c = self.inner.container(&req.id)?;
+        let pids = match &c.kind {
+            Kind::Wasm { cgroup, .. } => cgroup.procs(),
+            Kind::Linux { .. } => linux_pids(c.init.lock().pid),
+        };
+        Ok(PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        let c = self.inner.container(&req.id)?;
+        let pid = {
+            let s = c.init.lock();
+            if s.exit.is_some() {
+                return Err(err(Code::FAILED_PRECONDITION, "the task is not running"));
+            }
+            s.pid
+        };
+        let metrics = containerd_shim::cgroup::collect_metrics(pid)
+            .map_err(|e| err(Code::INTERNAL, format!("failed to read cgroup metrics: {e}")))?;
+        let mut any = Any::new();
+        any.type_url = "io.containerd.cgroups.v1.Metrics".into();
+        any.value = metrics
+            .write_to_bytes()
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        Ok(StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        let c = self.inner.container(&req.id)?;
+        let json = req.resources.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        let resources: LinuxResources = serde_json::from_slice(&json)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid resources: {e}")))?;
+        let pid = c.init.lock().pid;
+        match &c.kind {
+            Kind::Wasm { .. } => containerd_shim::cgroup::update_resources(pid, &resources)
+                .map_err(|e| err(Code::INTERNAL, format!("failed to update resources: {e}"))),
+            Kind::Linux { runc, .. } => runc
+                .update(&json)
+                .map_err(|e| err(Code::INTERNAL, e.to_string())),
+        }?;
+        Ok(Empty::new())
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+        let c = self.inner.container(&req.id)?;
+        if c.init.lock().status != Status::RUNNING {
+            return Err(err(Code::FAILED_PRECONDITION, "the task is not running"));
+        }
+        match &c.kind {
+            Kind::Wasm { cgroup, .. } => cgroup.freeze(),
+            Kind::Linux { runc, .. } => runc.pause(),
+        }
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        c.init.lock().status = Status::PAUSED;
+        self.inner.events.send(
+            TASK_PAUSED_EVENT_TOPIC,
+            TaskPaused {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(Empty::new())
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+        let c = self.inner.container(&req.id)?;
+        if c.init.lock().status != Status::PAUSED {
+            return Err(err(Code::FAILED_PRECONDITION, "the task is not paused"));
+        }
+        match &c.kind {
+            Kind::Wasm { cgroup, .. } => cgroup.thaw(),
+            Kind::Linux { runc, .. } => runc.resume(),
+        }
+        .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+        c.init.lock().status = Status::RUNNING;
+        self.inner.events.send(
+            TASK_RESUMED_EVENT_TOPIC,
+            TaskResumed {
+                container_id: req.id.clone(),
+                ..Default::default()
+            },
+        );
+        Ok(Empty::new())
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
+        if req.stdin {
+            // Dropping the feeder lets it reach EOF and close the pipe.
+            p.lock().stdin.take();
+        }
+        Ok(Empty::new())
+    }
+
+    fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
+        Err(err(
+            Code::FAILED_PRECONDITION,
+            format!("process {} has no terminal", p.event_id()),
+        ))
+    }
+
+    fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+        Err(err(Code::UNIMPLEMENTED, "checkpoint is not implemented by wisp"))
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+        let c = self.inner.container(&req.id)?;
+        let task_pid = c.init.lock().pid;
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
+        })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
+        // One shim serves every container of a pod: it exits with the last.
+        if lock(&self.inner.containers).is_empty() {
+            self.inner.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+}
+
+/// Pids of a runc container: every process in its init's cgroup (the v1
+/// `pids` controller's, or the v2 unified one's).
+fn linux_pids(init: u32) -> Vec<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let dir = text.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        if unified && controllers.is_empty() {
+            Some(format!("/sys/fs/cgroup/{path}"))
+        } else if controllers.split(',').any(|c| c == "pids") {
+            Some(format!("/sys/fs/cgroup/pids/{path}"))
+        } else {
+            None
+        }
+    });
+    let procs = dir.and_then(|d| std::fs::read_to_string(Path::new(&d).join("cgroup.procs")).ok());
+    match procs {
+        Some(p) => {
+            let mut pids: Vec<u32> = p.lines().filter_map(|l| l.parse().ok()).collect();
+            pids.sort_unstable();
+            pids
+        }
+        None => vec![init],
+    }
+}

@@ -1,0 +1,116 @@
+//! The shim binary's lifecycle: `start` (one shim per pod), `delete`
+//! (cleanup after a shim died), and the daemon that serves the Task API.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::api::DeleteResponse;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::write_address;
+use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts, spawn};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::cgroup::ContainerCgroup;
+use crate::events::Events;
+use crate::plan::SANDBOX_ID_ANNOTATION;
+use crate::runc::Runc;
+use crate::service::{STATE_FILE, Service, StateRecord};
+
+/// The runtime type containerd is configured with.
+pub const RUNTIME_ID: &str = "io.containerd.wisp.v1";
+
+pub struct WispShim {
+    namespace: String,
+    id: String,
+    exit: Arc<ExitSignal>,
+}
+
+impl Shim for WispShim {
+    type T = Service;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Self {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            exit: Arc::default(),
+        }
+    }
+
+    /// Containers of one pod share a shim, as with containerd's runc shim:
+    /// the socket address derives from the pod's sandbox id, and a second
+    /// `start` for the same pod finds the running shim and returns its address.
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let grouping = Spec::load("config.json")
+            .ok()
+            .and_then(|s| s.annotations().clone())
+            .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
+            .unwrap_or_else(|| opts.id.clone());
+        let (_, address) = spawn(opts, &grouping, Vec::new())?;
+        write_address(&address)?;
+        Ok(address)
+    }
+
+    /// Runs in the bundle after the shim process is gone: kills what is left
+    /// of the container and removes its cgroup and rootfs mount.
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        let record: Option<StateRecord> = std::fs::read(bundle.join(STATE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let mut pid = 0;
+        if let Some(r) = record {
+            pid = r.pid;
+            if r.linux {
+                let _ = Runc::new(&self.id, &bundle).delete();
+            } else {
+                if pid != 0 {
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    wait_gone(pid);
+                }
+                if let Some(cg) = r.cgroup {
+                    let _ = ContainerCgroup::load(&cg).delete();
+                }
+            }
+            if let Some(m) = r.mounted {
+                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            }
+            let _ = std::fs::remove_file(bundle.join(STATE_FILE));
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut at = containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::new();
+        at.seconds = now.as_secs() as i64;
+        at.nanos = now.subsec_nanos() as i32;
+        Ok(DeleteResponse {
+            pid,
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: MessageField::some(at),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        let events = Events::start(publisher, self.namespace.clone(), address);
+        Service::new(events, &self.namespace, self.exit.clone())
+    }
+}
+
+/// Waits (briefly) until `pid` has been reaped or is gone.
+fn wait_gone(pid: u32) {
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
