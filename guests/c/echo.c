@@ -9,6 +9,7 @@
  *   stdin           copy stdin to stdout
  *   exit N          exit with code N
  *   stderr TEXT     print TEXT and a newline to stderr
+ *   sleep SECS      print "sleeping", then sleep (a long-running container)
  *
  * Errors are reported as "error: <strerror>" on stderr. Unknown or missing
  * mode: usage on stderr, exit 64.
@@ -18,10 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int usage(void) {
     fputs("usage: echo args A.. | env NAME | cat PATH | write PATH TEXT | ls PATH"
-          " | stdin | exit N | stderr TEXT\n",
+          " | stdin | exit N | stderr TEXT | sleep SECS\n",
           stderr);
     return 64;
 }
@@ -122,6 +124,12 @@ int main(int argc, char **argv) {
         return copy(stdin, stdout);
     if (strcmp(mode, "exit") == 0 && argc == 3)
         exit(atoi(argv[2]));
+    if (strcmp(mode, "sleep") == 0 && argc == 3) {
+        puts("sleeping");
+        fflush(stdout);
+        sleep((unsigned)atoi(argv[2]));
+        return 0;
+    }
     if (strcmp(mode, "stderr") == 0 && argc == 3) {
         fprintf(stderr, "%s\n", argv[2]);
         return 0;

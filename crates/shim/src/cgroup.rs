@@ -122,8 +122,14 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(container_path(Some("/default/c1"), "default", "c1"), "/default/c1");
-        assert_eq!(container_path(Some("kubepods/x/c1"), "k8s.io", "c1"), "/kubepods/x/c1");
+        assert_eq!(
+            container_path(Some("/default/c1"), "default", "c1"),
+            "/default/c1"
+        );
+        assert_eq!(
+            container_path(Some("kubepods/x/c1"), "k8s.io", "c1"),
+            "/kubepods/x/c1"
+        );
         assert_eq!(container_path(None, "default", "c1"), "/wisp/default/c1");
         assert_eq!(
             container_path(Some("system.slice:cri-containerd:c1"), "k8s.io", "c1"),

@@ -230,9 +230,8 @@ impl Prepared {
         let signal = Arc::new(AtomicI32::new(0));
         // Registered before serving starts, so a SIGTERM that arrives during
         // start-up drains instead of killing the process.
-        let mut signals =
-            signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
-                .context("failed to install signal handlers")?;
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+            .context("failed to install signal handlers")?;
         let got = signal.clone();
         std::thread::Builder::new()
             .name("wisp-signals".into())

@@ -11,6 +11,7 @@
 pub mod cgroup;
 pub mod child;
 pub mod events;
+pub mod metrics;
 pub mod netns;
 pub mod plan;
 pub mod process;
@@ -22,7 +23,10 @@ pub use shim::{RUNTIME_ID, WispShim};
 
 /// The binary's entry: a Wasm container process, or the shim itself.
 pub fn main() {
-    if std::env::args_os().nth(1).is_some_and(|a| a == child::CHILD_ARG) {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == child::CHILD_ARG)
+    {
         child::main();
     }
     containerd_shim::run::<WispShim>(RUNTIME_ID, None);

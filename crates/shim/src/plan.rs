@@ -30,7 +30,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub enum PlanError {
     #[error("the OCI spec has no process")]
     NoProcess,
-    #[error("the container has no entrypoint (process.args is empty) and the image has no Wasm layer")]
+    #[error(
+        "the container has no entrypoint (process.args is empty) and the image has no Wasm layer"
+    )]
     NoEntrypoint,
     #[error("entrypoint `{0}` does not exist in the container's rootfs")]
     NotFound(String),
@@ -287,8 +289,8 @@ pub fn preopens(spec: &Spec, rootfs: &Path) -> Vec<Preopen> {
 
 fn bind_preopen(m: &Mount) -> Option<Preopen> {
     let options = m.options().as_deref().unwrap_or_default();
-    let is_bind = m.typ().as_deref() == Some("bind")
-        || options.iter().any(|o| o == "bind" || o == "rbind");
+    let is_bind =
+        m.typ().as_deref() == Some("bind") || options.iter().any(|o| o == "bind" || o == "rbind");
     let source = m.source().as_ref()?;
     if !is_bind || !source.is_dir() {
         return None;
@@ -384,11 +386,13 @@ pub fn wasm_plan(
 
 fn listen_address(env: &BTreeMap<String, String>) -> Result<SocketAddr, PlanError> {
     if let Some(addr) = env.get(LISTEN_ENV).filter(|v| !v.is_empty()) {
-        return addr.parse().map_err(|e: std::net::AddrParseError| PlanError::BadEnv {
-            name: LISTEN_ENV,
-            value: addr.clone(),
-            reason: e.to_string(),
-        });
+        return addr
+            .parse()
+            .map_err(|e: std::net::AddrParseError| PlanError::BadEnv {
+                name: LISTEN_ENV,
+                value: addr.clone(),
+                reason: e.to_string(),
+            });
     }
     if let Some(port) = env.get(PORT_ENV).filter(|v| !v.is_empty()) {
         let port: u16 = port.parse().map_err(|_| PlanError::BadEnv {
@@ -535,7 +539,13 @@ mod tests {
         let r = rootfs();
         let data = tempfile::tempdir().unwrap();
         let mut s = spec(&["/app.wasm", "a"], &["PORT=9000", "A=1", "A=2"]);
-        s.set_root(Some(RootBuilder::default().path("rootfs").readonly(true).build().unwrap()));
+        s.set_root(Some(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(true)
+                .build()
+                .unwrap(),
+        ));
         s.set_mounts(Some(vec![
             MountBuilder::default()
                 .destination("/data")
@@ -576,7 +586,12 @@ mod tests {
             ])
             .resources(
                 LinuxResourcesBuilder::default()
-                    .memory(LinuxMemoryBuilder::default().limit(64 << 20).build().unwrap())
+                    .memory(
+                        LinuxMemoryBuilder::default()
+                            .limit(64 << 20)
+                            .build()
+                            .unwrap(),
+                    )
                     .cpu(
                         LinuxCpuBuilder::default()
                             .quota(150_000)
@@ -624,11 +639,19 @@ mod tests {
         let r = rootfs();
         let host = HostSettings::default();
         let plan = |env: &[&str]| {
-            wasm_plan("c", &spec(&["/app.wasm"], env), r.path(), "/m".into(), &host)
+            wasm_plan(
+                "c",
+                &spec(&["/app.wasm"], env),
+                r.path(),
+                "/m".into(),
+                &host,
+            )
         };
         assert_eq!(plan(&[]).unwrap().listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(
-            plan(&["WISP_LISTEN=127.0.0.1:81", "PORT=9"]).unwrap().listen,
+            plan(&["WISP_LISTEN=127.0.0.1:81", "PORT=9"])
+                .unwrap()
+                .listen,
             "127.0.0.1:81".parse().unwrap()
         );
         assert_eq!(

@@ -294,10 +294,7 @@ pub fn spawn_wasm(
             // overwrite one with the other; dup2 clears close-on-exec.
             let ctl = libc::fcntl(ctl_fd, libc::F_DUPFD_CLOEXEC, 10);
             let st = libc::fcntl(st_fd, libc::F_DUPFD_CLOEXEC, 10);
-            if ctl < 0
-                || st < 0
-                || libc::dup2(ctl, CONTROL_FD) < 0
-                || libc::dup2(st, STATUS_FD) < 0
+            if ctl < 0 || st < 0 || libc::dup2(ctl, CONTROL_FD) < 0 || libc::dup2(st, STATUS_FD) < 0
             {
                 return Err(io::Error::last_os_error());
             }

@@ -76,7 +76,8 @@ impl Runc {
         let log = std::fs::read_to_string(self.log()).ok()?;
         log.lines().rev().find_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            (v.get("level")?.as_str()? == "error").then(|| v.get("msg")?.as_str().map(String::from))?
+            (v.get("level")?.as_str()? == "error")
+                .then(|| v.get("msg")?.as_str().map(String::from))?
         })
     }
 
@@ -147,7 +148,10 @@ impl Runc {
         let file = self.bundle.join("update-resources.json");
         std::fs::write(&file, resources_json)?;
         let mut cmd = self.command();
-        cmd.arg("update").arg("--resources").arg(&file).arg(&self.id);
+        cmd.arg("update")
+            .arg("--resources")
+            .arg(&file)
+            .arg(&self.id);
         let result = self.run("update", cmd, None);
         let _ = std::fs::remove_file(&file);
         result

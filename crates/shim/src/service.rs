@@ -11,7 +11,7 @@ use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
     PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest,
-    StartResponse, StateRequest, StateResponse, Status, StatsRequest, StatsResponse,
+    StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
     UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::monitor::Topic;
@@ -288,7 +288,10 @@ impl Inner {
         let entry = plan::classify(spec, rootfs).map_err(|e| invalid(&e))?;
         let init = Proc::new(id, "", paths.clone());
         let stdio = open_stdio(&paths).map_err(|e| {
-            err(Code::INVALID_ARGUMENT, format!("failed to open the container's stdio: {e}"))
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("failed to open the container's stdio: {e}"),
+            )
         })?;
         let feeder;
         let (kind, record) = match entry {
@@ -297,7 +300,9 @@ impl Inner {
                     .map_err(|e| invalid(&e))?;
                 let linux = spec.linux().as_ref();
                 let path = container_path(
-                    linux.and_then(|l| l.cgroups_path().as_ref()).and_then(|p| p.to_str()),
+                    linux
+                        .and_then(|l| l.cgroups_path().as_ref())
+                        .and_then(|p| p.to_str()),
                     &self.namespace,
                     id,
                 );
@@ -310,8 +315,11 @@ impl Inner {
                     self.register(pid, &init);
                     cgroup.add(pid)?;
                     if let Some(r) = &resources {
-                        containerd_shim::cgroup::update_resources(pid, r)
-                            .map_err(|e| std::io::Error::other(format!("failed to apply the spec's resources: {e}")))?;
+                        containerd_shim::cgroup::update_resources(pid, r).map_err(|e| {
+                            std::io::Error::other(format!(
+                                "failed to apply the spec's resources: {e}"
+                            ))
+                        })?;
                     }
                     Ok(())
                 });
@@ -424,7 +432,11 @@ fn start_wasm(p: &Proc) -> std::io::Result<()> {
 }
 
 impl Task for Service {
-    fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
         let inner = &self.inner;
         if lock(&inner.containers).contains_key(&req.id) {
             return Err(err(
@@ -534,8 +546,12 @@ impl Task for Service {
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
         let (c, p) = self.inner.process(&req.id, &req.exec_id)?;
-        let sig = Signal::try_from(req.signal as i32)
-            .map_err(|_| err(Code::INVALID_ARGUMENT, format!("invalid signal {}", req.signal)))?;
+        let sig = Signal::try_from(req.signal as i32).map_err(|_| {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("invalid signal {}", req.signal),
+            )
+        })?;
         if p.lock().exit.is_some() {
             return Err(err(Code::NOT_FOUND, "process already finished"));
         }
@@ -569,14 +585,20 @@ impl Task for Service {
         if matches!(status, Status::RUNNING | Status::PAUSED) {
             return Err(err(
                 Code::FAILED_PRECONDITION,
-                format!("cannot delete {} while it is running; kill it first", p.event_id()),
+                format!(
+                    "cannot delete {} while it is running; kill it first",
+                    p.event_id()
+                ),
             ));
         }
         if status == Status::CREATED {
             // Never started: containerd deletes it after a failed start.
             signal_proc(&p, Signal::SIGKILL);
             if p.wait_timeout(Duration::from_secs(10)).is_none() {
-                return Err(err(Code::DEADLINE_EXCEEDED, "the process did not exit after SIGKILL"));
+                return Err(err(
+                    Code::DEADLINE_EXCEEDED,
+                    "the process did not exit after SIGKILL",
+                ));
             }
         }
         let exit = p.lock().exit.expect("stopped");
@@ -637,13 +659,24 @@ impl Task for Service {
         let init_pid = {
             let s = c.init.lock();
             if s.exit.is_some() {
-                return Err(err(Code::FAILED_PRECONDITION, "the container is not running"));
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    "the container is not running",
+                ));
             }
             s.pid
         };
-        let spec_json = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
-        let process: Process = serde_json::from_slice(&spec_json)
-            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid exec process spec: {e}")))?;
+        let spec_json = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        let process: Process = serde_json::from_slice(&spec_json).map_err(|e| {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("invalid exec process spec: {e}"),
+            )
+        })?;
         let paths = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -660,7 +693,10 @@ impl Task for Service {
                 let exec_plan = plan::exec_plan(plan, &process, rootfs, init_pid)
                     .map_err(|e| err(Code::INVALID_ARGUMENT, e.to_string()))?;
                 let mut stdio = open_stdio(&paths).map_err(|e| {
-                    err(Code::INVALID_ARGUMENT, format!("failed to open the exec's stdio: {e}"))
+                    err(
+                        Code::INVALID_ARGUMENT,
+                        format!("failed to open the exec's stdio: {e}"),
+                    )
                 })?;
                 let feeder = stdio.feeder.take();
                 let spawned = spawn_wasm(&exec_plan, stdio, |pid| {
@@ -718,8 +754,12 @@ impl Task for Service {
             }
             s.pid
         };
-        let metrics = containerd_shim::cgroup::collect_metrics(pid)
-            .map_err(|e| err(Code::INTERNAL, format!("failed to read cgroup metrics: {e}")))?;
+        let metrics = crate::metrics::collect(pid).map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("failed to read cgroup metrics: {e}"),
+            )
+        })?;
         let mut any = Any::new();
         any.type_url = "io.containerd.cgroups.v1.Metrics".into();
         any.value = metrics
@@ -733,7 +773,11 @@ impl Task for Service {
 
     fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
-        let json = req.resources.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        let json = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
         let resources: LinuxResources = serde_json::from_slice(&json)
             .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid resources: {e}")))?;
         let pid = c.init.lock().pid;
@@ -807,7 +851,10 @@ impl Task for Service {
     }
 
     fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
-        Err(err(Code::UNIMPLEMENTED, "checkpoint is not implemented by wisp"))
+        Err(err(
+            Code::UNIMPLEMENTED,
+            "checkpoint is not implemented by wisp",
+        ))
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {

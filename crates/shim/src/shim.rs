@@ -83,7 +83,8 @@ impl Shim for WispShim {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut at = containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::new();
+        let mut at =
+            containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::new();
         at.seconds = now.as_secs() as i64;
         at.nanos = now.subsec_nanos() as i32;
         Ok(DeleteResponse {

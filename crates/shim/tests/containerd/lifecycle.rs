@@ -1,0 +1,330 @@
+//! Long-running Wasm containers: kill, wait, HTTP in the container's netns,
+//! exec, stats, pause/resume, update, delete and the leak check, and a
+//! containerd restart under a running task.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wisp_oci::Shape;
+use wisp_test_guests as guests;
+
+use crate::support::{Containerd, NetNs, WISP, stderr, stdout, task_status, wait_status};
+
+/// A rootfs directory holding the http-echo app and the echo command.
+fn http_rootfs(dir: &Path) -> String {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::copy(guests::http_echo(), rootfs.join("app.wasm")).unwrap();
+    std::fs::copy(guests::echo(), rootfs.join("echo.wasm")).unwrap();
+    std::fs::write(rootfs.join("data.txt"), "in the rootfs").unwrap();
+    rootfs.to_string_lossy().into_owned()
+}
+
+#[test]
+fn kill_reports_128_plus_signal_and_wait_unblocks() {
+    let c = Containerd::start();
+    let spin = c.import_wasm("spin", &guests::spin(), Shape::Image);
+    for (id, sig, code) in [
+        ("term", "SIGTERM", 143),
+        ("kill", "SIGKILL", 137),
+        ("int", "SIGINT", 130),
+    ] {
+        // An attached `ctr run` is a Wait on the task: it returns the exit code.
+        let run = c
+            .cmd(&["run", "--rm", "--runtime", WISP, &spin, id])
+            .spawn()
+            .unwrap();
+        wait_status(&c, id, "RUNNING");
+        c.ok(&["tasks", "kill", "-s", sig, id]);
+        let out = run.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{id}");
+    }
+    // Kill of a finished task is refused; Create twice with one id too.
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        WISP,
+        &echo,
+        "done",
+        "/app.wasm",
+        "exit",
+        "3",
+    ]);
+    wait_status(&c, "done", "STOPPED");
+    let out = c.ctr(&["tasks", "kill", "done"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("process already finished"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(c.exit_of("done"), 3);
+    c.ok(&["tasks", "delete", "done"]);
+    // The container record is still there; a second task for it works, a
+    // second container with the id does not.
+    let out = c.ctr(&["run", "--rm", "--runtime", WISP, &echo, "done"]);
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
+#[test]
+fn http_app_serves_in_its_netns_and_drains_on_sigterm() {
+    let c = Containerd::start();
+    let ns = NetNs::new("http");
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = http_rootfs(dir.path());
+    let netns = format!("network:{}", ns.path());
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        WISP,
+        "--with-ns",
+        &netns,
+        "--env",
+        "PORT=8081",
+        "--env",
+        "GREETING=pod",
+        "--rootfs",
+        &rootfs,
+        "web",
+        "/app.wasm",
+    ]);
+    let resp = ns.wait_get(8081, "/echo?x=1");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // Nothing listens on the host side: the listener is in the netns.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", 8081)).is_err());
+
+    // Exec: a Wasm file from the container's rootfs, with its preopens.
+    let out = c.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        "web",
+        "/echo.wasm",
+        "cat",
+        "/data.txt",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "in the rootfs");
+    let out = c.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e2",
+        "web",
+        "/echo.wasm",
+        "env",
+        "GREETING",
+    ]);
+    assert_eq!(stdout(&out), "GREETING=pod\n");
+    let out = c.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e3",
+        "web",
+        "/echo.wasm",
+        "exit",
+        "7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+
+    // Stats: real cgroup figures of the container.
+    let metrics = c.ok(&["tasks", "metrics", "web"]);
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(value("memory.usage_in_bytes") > 0, "{metrics}");
+    assert!(value("cpuacct.usage") > 0, "{metrics}");
+    let pids = c.ok(&["tasks", "ps", "web"]);
+    assert!(pids.lines().count() >= 2, "{pids}");
+
+    // Update: a new memory limit lands in the cgroup.
+    let mut resources = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+    resources.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    resources.value = br#"{"memory":{"limit":268435456}}"#.to_vec();
+    let req = containerd_shim_protos::api::UpdateTaskRequest {
+        id: "web".into(),
+        resources: Some(resources).into(),
+        ..Default::default()
+    };
+    let ctx = containerd_shim_protos::ttrpc::context::with_timeout(10_000_000_000);
+    c.shim("web").update(ctx, &req).expect("Update");
+    let metrics = c.ok(&["tasks", "metrics", "web"]);
+    assert!(metrics.contains("268435456"), "{metrics}");
+
+    // Pause freezes the app; resume thaws it.
+    c.ok(&["tasks", "pause", "web"]);
+    assert_eq!(task_status(&c, "web").as_deref(), Some("PAUSED"));
+    c.ok(&["tasks", "resume", "web"]);
+    assert!(ns.wait_get(8081, "/echo").starts_with("HTTP/1.1 200"));
+
+    // SIGTERM while a slow request is in flight: it completes, then the task
+    // exits 143.
+    let slow = {
+        let ns_path = ns.name.clone();
+        std::thread::spawn(move || {
+            let ns = NetNs { name: ns_path };
+            let r = ns.get(8081, "/sleep?ms=1500");
+            std::mem::forget(ns);
+            r
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    c.ok(&["tasks", "kill", "-s", "SIGTERM", "web"]);
+    let resp = slow.join().unwrap().expect("in-flight request answered");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(c.exit_of("web"), 143);
+    c.ok(&["tasks", "delete", "web"]);
+    c.ok(&["containers", "rm", "web"]);
+}
+
+#[test]
+fn exec_runs_the_apps_own_module_with_other_args() {
+    let c = Containerd::start();
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        WISP,
+        &echo,
+        "sleeper",
+        "/app.wasm",
+        "sleep",
+        "60",
+    ]);
+    wait_status(&c, "sleeper", "RUNNING");
+    let out = c.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "x",
+        "sleeper",
+        "echo",
+        "args",
+        "again",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "args\nagain\n");
+    // A duplicate exec id is refused while the first exists.
+    c.ok(&["tasks", "kill", "-s", "SIGKILL", "sleeper"]);
+    assert_eq!(c.exit_of("sleeper"), 137);
+    assert_eq!(c.exit_of("x"), 0, "the exec's own exit");
+    c.ok(&["tasks", "delete", "sleeper"]);
+}
+
+fn shim_processes(c: &Containerd) -> Vec<u32> {
+    let needle = c.address().to_string_lossy().into_owned();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("containerd-shim-wisp-v1") && cmdline.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn shim_socket(c: &Containerd, id: &str) -> std::path::PathBuf {
+    let key = format!("{}/{}/{id}", c.address().display(), c.ns);
+    Path::new("/run/containerd/s").join(hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+fn cgroup_children(c: &Containerd) -> Vec<String> {
+    let mut left = Vec::new();
+    for ctl in ["memory", "pids", "cpu", "cpuacct", "freezer", "unified"] {
+        let dir = Path::new("/sys/fs/cgroup").join(ctl).join(&c.ns);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path().is_dir() {
+                    left.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    left
+}
+
+#[test]
+fn nothing_is_left_after_100_create_delete_cycles() {
+    let c = Containerd::start();
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    let started = Instant::now();
+    for i in 0..100 {
+        let id = format!("cycle-{i}");
+        let out = c.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            WISP,
+            &echo,
+            &id,
+            "/app.wasm",
+            "args",
+            "x",
+        ]);
+        assert!(out.status.success(), "cycle {i}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "args\nx\n");
+        assert!(!shim_socket(&c, &id).exists(), "socket of {id} left");
+    }
+    eprintln!("100 ctr run --rm cycles: {:?}", started.elapsed());
+    // Shims exit after their last container is deleted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_processes(&c).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "shims left: {:?}",
+            shim_processes(&c)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cgroup_children(&c), Vec::<String>::new(), "cgroups left");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let state = c.dir.path().join("state").to_string_lossy().into_owned();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&state)),
+        "mounts left under {state}"
+    );
+    assert_eq!(c.ok(&["tasks", "ls", "-q"]), "");
+    assert_eq!(c.ok(&["containers", "ls", "-q"]), "");
+}
+
+#[test]
+fn a_containerd_restart_does_not_lose_the_task() {
+    let mut c = Containerd::start();
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    c.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        WISP,
+        &echo,
+        "survivor",
+        "/app.wasm",
+        "sleep",
+        "120",
+    ]);
+    wait_status(&c, "survivor", "RUNNING");
+    c.restart();
+    wait_status(&c, "survivor", "RUNNING");
+    // The exit that happens after the restart reaches the new containerd,
+    // exactly once.
+    c.ok(&["tasks", "kill", "-s", "SIGKILL", "survivor"]);
+    wait_status(&c, "survivor", "STOPPED");
+    assert_eq!(c.exit_of("survivor"), 137);
+    c.ok(&["tasks", "delete", "survivor"]);
+}

@@ -1,0 +1,9 @@
+//! The containerd tier: containerd-shim-wisp-v1 under a real, private
+//! containerd (Debian's 1.6), driven with `ctr` as a user would. Needs root,
+//! containerd, runc, busybox-static and iproute2 (scripts/test.sh installs them).
+
+mod support;
+
+mod lifecycle;
+mod linux;
+mod wasm;

@@ -1,0 +1,456 @@
+//! A private containerd for each test, with containerd-shim-wisp-v1 first on
+//! its PATH (runtime_path is broken in containerd 1.6.20), and images built
+//! in the test: Wasm ones by wisp-oci, a busybox one from busybox-static.
+
+use std::io::Write;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+static NEXT_NS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+pub const WISP: &str = "io.containerd.wisp.v1";
+pub const RUNC: &str = "io.containerd.runc.v2";
+
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    /// The containerd namespace: unique per test, so cgroup paths
+    /// (`/<namespace>/<id>` from ctr) never collide between parallel tests.
+    pub ns: String,
+    daemon: Option<Child>,
+    events: Option<Child>,
+}
+
+impl Containerd {
+    pub fn start() -> Self {
+        // Unix socket paths are limited to 108 bytes: keep the dir short.
+        let dir = tempfile::Builder::new()
+            .prefix("wctd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing", "io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        symlink(
+            env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"),
+            d.join("bin/containerd-shim-wisp-v1"),
+        )
+        .unwrap();
+        let n = NEXT_NS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ns = format!("wisp-test-{}-{n}", std::process::id());
+        let mut c = Self {
+            dir,
+            ns,
+            daemon: None,
+            events: None,
+        };
+        c.spawn_daemon();
+        c
+    }
+
+    fn spawn_daemon(&mut self) {
+        let d = self.dir.path();
+        let path = format!(
+            "{}:{}",
+            d.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))
+            .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("WISP_CACHE_DIR", d.join("cache"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd is installed (apt-get install containerd)");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.ctr(&["version"]).status.success() {
+                self.record_events();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("containerd did not start: {}", self.log());
+    }
+
+    /// Records `ctr events` to a file: the exits containerd was told about.
+    fn record_events(&mut self) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("events.log"))
+            .unwrap();
+        let child = self.cmd(&["events"]).stdout(file).spawn().unwrap();
+        self.events = Some(child);
+        // `ctr events` subscribes asynchronously; give it a moment.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// Exit statuses containerd received in `/tasks/exit` events for a
+    /// process id (the container id for an init).
+    pub fn exits(&self, id: &str) -> Vec<u32> {
+        let log = std::fs::read_to_string(self.dir.path().join("events.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(" /tasks/exit "))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l[l.find('{')?..]).ok())
+            .filter(|v| v["id"] == id)
+            // protobuf's JSON leaves out a zero exit status.
+            .map(|v| v["exit_status"].as_u64().unwrap_or(0) as u32)
+            .collect()
+    }
+
+    /// Waits for the one exit event of `id` and returns its status.
+    #[track_caller]
+    pub fn exit_of(&self, id: &str) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let exits = self.exits(id);
+            if let [code] = exits[..] {
+                return code;
+            }
+            assert!(exits.len() < 2, "{id} exited more than once: {exits:?}");
+            assert!(Instant::now() < deadline, "no exit event for {id}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A ttrpc client of the shim serving `id`, for Task calls that ctr 1.6
+    /// has no command for (Update).
+    pub fn shim(&self, id: &str) -> containerd_shim_protos::TaskClient {
+        let bundle = self
+            .dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(&self.ns)
+            .join(id);
+        let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+        let client = containerd_shim_protos::Client::connect(address.trim()).unwrap();
+        containerd_shim_protos::TaskClient::new(client)
+    }
+
+    /// Stops containerd (SIGTERM) and starts it again; shims keep running.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.spawn_daemon();
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(mut e) = self.events.take() {
+            let _ = e.kill();
+            let _ = e.wait();
+        }
+        if let Some(mut c) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn address(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.arg("60")
+            .arg("ctr")
+            .arg("--address")
+            .arg(self.address())
+            .arg("-n")
+            .arg(&self.ns)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs ctr and returns stdout; panics with stderr on failure.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn import(&self, tar: &Path) {
+        self.ok(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
+    }
+
+    /// Builds an image of `shape` around a guest and imports it.
+    pub fn import_wasm(&self, name: &str, wasm: &Path, shape: wisp_oci::Shape) -> String {
+        let reference = format!("docker.io/wisp-test/{name}:latest");
+        let opts = wisp_oci::BuildOptions {
+            reference: reference.parse().unwrap(),
+            shape,
+            env: Vec::new(),
+            args: Vec::new(),
+            created: 0,
+            author: None,
+        };
+        let bytes = std::fs::read(wasm).unwrap();
+        let image = wisp_oci::build_image(&bytes, &opts).unwrap();
+        let tar = self.dir.path().join(format!("{name}.tar"));
+        image.write_tar(&tar).unwrap();
+        let mut args = vec!["images", "import", "--all-platforms"];
+        if shape == wisp_oci::Shape::Artifact {
+            args.push("--no-unpack");
+        }
+        args.push(tar.to_str().unwrap());
+        self.ok(&args);
+        reference
+    }
+
+    /// An image with busybox-static as /bin/busybox, /bin/sh and friends.
+    pub fn import_busybox(&self) -> String {
+        let reference = "docker.io/wisp-test/busybox:latest".to_string();
+        let tar = self.dir.path().join("busybox.tar");
+        linux_image(&reference, &tar);
+        self.import(&tar);
+        reference
+    }
+
+    /// Kills and removes every task and container left in the namespace.
+    pub fn clean(&self) {
+        let tasks = String::from_utf8_lossy(&self.ctr(&["tasks", "ls", "-q"]).stdout).into_owned();
+        for t in tasks.lines().filter(|l| !l.is_empty()) {
+            let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", t]);
+            let _ = self.ctr(&["tasks", "delete", "-f", t]);
+        }
+        let containers =
+            String::from_utf8_lossy(&self.ctr(&["containers", "ls", "-q"]).stdout).into_owned();
+        for c in containers.lines().filter(|l| !l.is_empty()) {
+            let _ = self.ctr(&["containers", "rm", c]);
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.clean();
+        self.stop_daemon();
+        // Unmount anything containerd left under the work dir (snapshots).
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if m.starts_with(&dir) {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// Writes an OCI image archive (linux/amd64) of busybox-static.
+fn linux_image(reference: &str, out: &Path) {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_size(0);
+    layer
+        .append_data(&mut header.clone(), "bin/", &[][..])
+        .unwrap();
+    layer
+        .append_data(&mut header.clone(), "tmp/", &[][..])
+        .unwrap();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(busybox.len() as u64);
+    layer
+        .append_data(&mut header, "bin/busybox", &busybox[..])
+        .unwrap();
+    for tool in [
+        "sh", "echo", "sleep", "cat", "ls", "wget", "httpd", "true", "false",
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        layer
+            .append_link(&mut h, format!("bin/{tool}"), "busybox")
+            .unwrap();
+    }
+    let tar_bytes = layer.into_inner().unwrap();
+    let diff_id = sha256(&tar_bytes);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_bytes).unwrap();
+    let layer_gz = gz.finish().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(&layer_gz), "size": layer_gz.len()}],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest), "size": manifest.len(),
+            "platform": {"architecture": "amd64", "os": "linux"},
+            "annotations": {"io.containerd.image.name": reference, "org.opencontainers.image.ref.name": "latest"}}],
+    }))
+    .unwrap();
+    let mut archive = tar::Builder::new(std::fs::File::create(out).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        archive.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &index);
+    for blob in [&config, &manifest, &layer_gz] {
+        add(&format!("blobs/sha256/{}", &sha256(blob)[7..]), blob);
+    }
+    archive.finish().unwrap();
+}
+
+/// A network namespace of the test's own, with `lo` up; removed on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> Self {
+        let name = format!("wisp-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip netns add {name}");
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        Self { name }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.name)
+    }
+
+    /// An HTTP GET from inside the namespace; None until something listens.
+    pub fn get(&self, port: u16, path: &str) -> Option<String> {
+        let ns = self.path();
+        let path = path.to_string();
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(&ns).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            use std::io::Read;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Polls until the app answers.
+    pub fn wait_get(&self, port: u16, path: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(r) = self.get(port, path) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing listens on {port} in {}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Parses `ctr task ls` into (status) for `id`.
+pub fn task_status(c: &Containerd, id: &str) -> Option<String> {
+    let out = c.ok(&["tasks", "ls"]);
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2).map(String::from))
+}
+
+/// Waits until `ctr task ls` shows `status` for `id`.
+pub fn wait_status(c: &Containerd, id: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while task_status(c, id).as_deref() != Some(status) {
+        assert!(
+            Instant::now() < deadline,
+            "task {id} is {:?}, not {status}",
+            task_status(c, id)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
