@@ -16,6 +16,9 @@ log() { printf '\n== %s\n' "$*" >&2; }
 log "toolchain for test guests (apt, wasm-tools, wit-bindgen, adapters)"
 bash guests/install-toolchain.sh
 
+log "containerd, runc and friends for the shim's containerd tier"
+bash scripts/install-containerd.sh
+
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
     rustup component add clippy rustfmt
 fi

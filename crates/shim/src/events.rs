@@ -17,7 +17,7 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 struct Event {
     topic: &'static str,
-    message: Box<dyn MessageDyn + Send>,
+    message: Box<dyn MessageDyn>,
 }
 
 /// The sending side; cheap to clone.
@@ -37,7 +37,7 @@ impl Events {
         Self { tx }
     }
 
-    pub fn send(&self, topic: &'static str, message: impl MessageDyn + Send + 'static) {
+    pub fn send(&self, topic: &'static str, message: impl MessageDyn + 'static) {
         let _ = self.tx.send(Event {
             topic,
             message: Box::new(message),
@@ -55,7 +55,7 @@ fn forward(rx: Receiver<Event>, publisher: RemotePublisher, namespace: String, a
                 publisher = RemotePublisher::new(&address).ok();
             }
             if let Some(p) = &publisher {
-                let message = (&*event.message as &dyn MessageDyn).clone_box();
+                let message = event.message.clone_box();
                 match p.publish(Context::default(), event.topic, &namespace, message) {
                     Ok(()) => break,
                     Err(e) => {

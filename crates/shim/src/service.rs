@@ -49,7 +49,7 @@ pub const STATE_FILE: &str = "wisp-state.json";
 /// What runs a container.
 enum Kind {
     Wasm {
-        plan: WasmPlan,
+        plan: Box<WasmPlan>,
         cgroup: ContainerCgroup,
         rootfs: PathBuf,
     },
@@ -342,7 +342,7 @@ impl Inner {
                 };
                 (
                     Kind::Wasm {
-                        plan,
+                        plan: Box::new(plan),
                         cgroup,
                         rootfs: rootfs.into(),
                     },

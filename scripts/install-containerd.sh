@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# What the containerd test tier (crates/shim/tests/containerd) needs, from
+# Debian: containerd 1.6 + ctr, runc, the CNI plugins, busybox-static (the
+# Linux test image), iproute2 (test network namespaces) and protoc.
+# Idempotent: installs only what is missing. The tests run a private
+# containerd of their own and never touch a system one.
+set -euo pipefail
+log() { printf 'install-containerd: %s\n' "$*" >&2; }
+
+PACKAGES=(containerd runc containernetworking-plugins busybox-static iproute2 protobuf-compiler)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "apt-get install ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+for bin in containerd ctr runc busybox ip; do
+    command -v "$bin" >/dev/null || { log "error: $bin not found after install"; exit 1; }
+done
