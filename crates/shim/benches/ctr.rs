@@ -1,0 +1,160 @@
+//! The shim benchmark, printed as figures from one run on one machine:
+//!
+//! 1. wall time of `ctr run --rm` of a Wasm hello (wisp) against a busybox
+//!    hello (runc's own shim), runs interleaved;
+//! 2. memory (PSS, from /proc/PID/smaps_rollup) of the shim process trees per
+//!    idle container: Wasm HTTP apps and Wasm commands under wisp, busybox
+//!    `sleep` under runc.
+//!
+//! Needs what the containerd test tier needs (root, containerd, runc,
+//! busybox-static). `WISP_BENCH_RUNS` and `WISP_BENCH_IDLE` set the sizes.
+
+#[path = "../tests/containerd/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Containerd, RUNC, WISP, wait_status};
+use wisp_oci::Shape;
+use wisp_test_guests as guests;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = percentile(&ms, 0.5);
+    println!(
+        "  {name:<28} median {median:7.1} ms   p10 {:7.1}   p90 {:7.1}   (n={})",
+        percentile(&ms, 0.1),
+        percentile(&ms, 0.9),
+        ms.len()
+    );
+    median
+}
+
+fn pss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every process whose cmdline names `shim` and mentions `needle`, plus all
+/// their descendants.
+fn shim_tree(shim: &str, needle: &str) -> Vec<u32> {
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    let mut tree: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|p| {
+            let c = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let c = String::from_utf8_lossy(&c);
+            c.contains(shim) && c.contains(needle)
+        })
+        .collect();
+    loop {
+        let before = tree.len();
+        for p in &all {
+            if !tree.contains(p) && ppid(*p).is_some_and(|pp| tree.contains(&pp)) {
+                tree.push(*p);
+            }
+        }
+        if tree.len() == before {
+            return tree;
+        }
+    }
+}
+
+fn idle_memory(c: &Containerd, label: &str, shim: &str, n: usize, start: impl Fn(&str)) {
+    let ids: Vec<String> = (0..n).map(|i| format!("{label}-{i}")).collect();
+    for id in &ids {
+        start(id);
+    }
+    for id in &ids {
+        wait_status(c, id, "RUNNING");
+    }
+    // Let start-up work settle (compilation, first allocations).
+    std::thread::sleep(Duration::from_secs(2));
+    let needle = c.address().to_string_lossy().into_owned();
+    let tree = shim_tree(shim, &needle);
+    let total: u64 = tree.iter().map(|p| pss_kib(*p)).sum();
+    println!(
+        "  {label:<28} {n} idle containers: {} processes, PSS total {:.1} MiB, {:.2} MiB per container",
+        tree.len(),
+        total as f64 / 1024.0,
+        total as f64 / 1024.0 / n as f64
+    );
+    for id in &ids {
+        let _ = c.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+    }
+    for id in &ids {
+        wait_status(c, id, "STOPPED");
+        let _ = c.ctr(&["tasks", "delete", id]);
+        let _ = c.ctr(&["containers", "rm", id]);
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs = env_usize("WISP_BENCH_RUNS", 15);
+    let idle = env_usize("WISP_BENCH_IDLE", 10);
+    let c = Containerd::start();
+    let hello = c.import_wasm("hello", &guests::hello(), Shape::Image);
+    let http = c.import_wasm("http-hello", &guests::http_hello(), Shape::Image);
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    let busybox = c.import_busybox();
+
+    println!("ctr run --rm of a hello container, interleaved, {runs} runs each:");
+    let run = |runtime: &str, image: &str, id: &str, args: &[&str]| {
+        let mut a = vec!["run", "--rm", "--runtime", runtime, image, id];
+        a.extend_from_slice(args);
+        let t = Instant::now();
+        let out = c.ctr(&a);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ms
+    };
+    // Warm-up: compile the module into the node cache, page in binaries.
+    run(WISP, &hello, "warm-wasm", &[]);
+    run(RUNC, &busybox, "warm-runc", &["echo", "hello"]);
+    let (mut wasm, mut runc) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        wasm.push(run(WISP, &hello, &format!("wasm-{i}"), &[]));
+        runc.push(run(RUNC, &busybox, &format!("runc-{i}"), &["echo", "hello"]));
+    }
+    let w = summary("wasm hello (wisp)", wasm);
+    let r = summary("busybox hello (runc)", runc);
+    println!("  ratio wisp/runc: {:.2} (target <= 0.50)", w / r);
+
+    println!("\nmemory of idle containers (shim process trees, PSS):");
+    idle_memory(&c, "wasm-http", "containerd-shim-wisp-v1", idle, |id| {
+        c.ok(&["run", "-d", "--runtime", WISP, &http, id]);
+    });
+    idle_memory(&c, "wasm-command", "containerd-shim-wisp-v1", idle, |id| {
+        c.ok(&["run", "-d", "--runtime", WISP, &echo, id, "/app.wasm", "sleep", "600"]);
+    });
+    idle_memory(&c, "runc-busybox", "containerd-shim-runc-v2", idle, |id| {
+        c.ok(&["run", "-d", "--runtime", RUNC, &busybox, id, "sleep", "600"]);
+    });
+}
