@@ -20,7 +20,10 @@ use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -132,7 +135,11 @@ fn main() {
         let t = Instant::now();
         let out = c.ctr(&a);
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         ms
     };
     // Warm-up: compile the module into the node cache, page in binaries.
@@ -141,7 +148,12 @@ fn main() {
     let (mut wasm, mut runc) = (Vec::new(), Vec::new());
     for i in 0..runs {
         wasm.push(run(WISP, &hello, &format!("wasm-{i}"), &[]));
-        runc.push(run(RUNC, &busybox, &format!("runc-{i}"), &["echo", "hello"]));
+        runc.push(run(
+            RUNC,
+            &busybox,
+            &format!("runc-{i}"),
+            &["echo", "hello"],
+        ));
     }
     let w = summary("wasm hello (wisp)", wasm);
     let r = summary("busybox hello (runc)", runc);
@@ -152,7 +164,17 @@ fn main() {
         c.ok(&["run", "-d", "--runtime", WISP, &http, id]);
     });
     idle_memory(&c, "wasm-command", "containerd-shim-wisp-v1", idle, |id| {
-        c.ok(&["run", "-d", "--runtime", WISP, &echo, id, "/app.wasm", "sleep", "600"]);
+        c.ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            WISP,
+            &echo,
+            id,
+            "/app.wasm",
+            "sleep",
+            "600",
+        ]);
     });
     idle_memory(&c, "runc-busybox", "containerd-shim-runc-v2", idle, |id| {
         c.ok(&["run", "-d", "--runtime", RUNC, &busybox, id, "sleep", "600"]);

@@ -49,7 +49,9 @@ impl Shim for WispShim {
             .and_then(|s| s.annotations().clone())
             .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
             .unwrap_or_else(|| opts.id.clone());
-        let (_, address) = spawn(opts, &grouping, Vec::new())?;
+        // One malloc arena: the daemon's threads mostly sleep, and glibc's
+        // per-thread arenas would cost resident memory per container.
+        let (_, address) = spawn(opts, &grouping, vec![("MALLOC_ARENA_MAX", "1")])?;
         write_address(&address)?;
         Ok(address)
     }
