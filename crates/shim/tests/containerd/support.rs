@@ -267,6 +267,14 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.clean();
         self.stop_daemon();
+        // ctr's cgroupsPath is /<namespace>/<id>: the namespace level is
+        // created on the way (by runc or the shim) and left, empty, as runc
+        // leaves it. It is this test's, so remove it.
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                let _ = std::fs::remove_dir(c.path().join(&self.ns));
+            }
+        }
         // Unmount anything containerd left under the work dir (snapshots).
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let dir = self.dir.path().to_string_lossy().into_owned();
