@@ -25,19 +25,7 @@ die() { printf 'install-toolchain: error: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$WISP_GUEST_CACHE"
 
 # --- 1. Debian packages -------------------------------------------------------
-APT_PACKAGES=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 wabt)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-        || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "apt-get install ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
-fi
+bash "$HERE/../scripts/apt-install.sh" clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 wabt
 
 # --- 2. wasm-tools ------------------------------------------------------------
 have_version() { # BIN VERSION

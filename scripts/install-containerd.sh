@@ -7,19 +7,8 @@
 set -euo pipefail
 log() { printf 'install-containerd: %s\n' "$*" >&2; }
 
-PACKAGES=(containerd runc containernetworking-plugins busybox-static iproute2 protobuf-compiler)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
-        || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    log "apt-get install ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
-fi
+bash "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh" \
+    containerd runc containernetworking-plugins busybox-static iproute2 protobuf-compiler
 for bin in containerd ctr runc busybox ip; do
     command -v "$bin" >/dev/null || { log "error: $bin not found after install"; exit 1; }
 done

@@ -15,7 +15,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Containerd, RUNC, WISP, wait_status};
+use support::{Containerd, RUNC, WISP, processes_matching};
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
@@ -65,15 +65,7 @@ fn shim_tree(shim: &str, needle: &str) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
         .collect();
-    let mut tree: Vec<u32> = all
-        .iter()
-        .copied()
-        .filter(|p| {
-            let c = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            let c = String::from_utf8_lossy(&c);
-            c.contains(shim) && c.contains(needle)
-        })
-        .collect();
+    let mut tree = processes_matching(shim, needle);
     loop {
         let before = tree.len();
         for p in &all {
@@ -87,18 +79,26 @@ fn shim_tree(shim: &str, needle: &str) -> Vec<u32> {
     }
 }
 
-fn idle_memory(c: &Containerd, label: &str, shim: &str, n: usize, start: impl Fn(&str)) {
+/// The binary containerd runs for a runtime type: `io.containerd.X.vN` is
+/// `containerd-shim-X-vN`.
+fn shim_binary(runtime: &str) -> String {
+    let rest = runtime.trim_start_matches("io.containerd.");
+    let (name, version) = rest.rsplit_once('.').expect("runtime type name.version");
+    format!("containerd-shim-{name}-{version}")
+}
+
+/// Starts `n` idle containers of `image` and prints the PSS of the process
+/// trees of the shim serving them.
+fn idle_memory(c: &Containerd, label: &str, runtime: &str, n: usize, image: &str, args: &[&str]) {
+    let shim = shim_binary(runtime);
     let ids: Vec<String> = (0..n).map(|i| format!("{label}-{i}")).collect();
     for id in &ids {
-        start(id);
-    }
-    for id in &ids {
-        wait_status(c, id, "RUNNING");
+        c.start_task(runtime, image, id, args);
     }
     // Let start-up work settle (compilation, first allocations).
     std::thread::sleep(Duration::from_secs(2));
     let needle = c.address().to_string_lossy().into_owned();
-    let tree = shim_tree(shim, &needle);
+    let tree = shim_tree(&shim, &needle);
     let total: u64 = tree.iter().map(|p| pss_kib(*p)).sum();
     println!(
         "  {label:<28} {n} idle containers: {} processes, PSS total {:.1} MiB, {:.2} MiB per container",
@@ -107,12 +107,8 @@ fn idle_memory(c: &Containerd, label: &str, shim: &str, n: usize, start: impl Fn
         total as f64 / 1024.0 / n as f64
     );
     for id in &ids {
-        let _ = c.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
-    }
-    for id in &ids {
-        wait_status(c, id, "STOPPED");
-        let _ = c.ctr(&["tasks", "delete", id]);
-        let _ = c.ctr(&["containers", "rm", id]);
+        c.kill_and_delete(id);
+        c.ok(&["containers", "rm", id]);
     }
 }
 
@@ -130,10 +126,8 @@ fn main() {
 
     println!("ctr run --rm of a hello container, interleaved, {runs} runs each:");
     let run = |runtime: &str, image: &str, id: &str, args: &[&str]| {
-        let mut a = vec!["run", "--rm", "--runtime", runtime, image, id];
-        a.extend_from_slice(args);
         let t = Instant::now();
-        let out = c.ctr(&a);
+        let out = c.run(runtime, image, id, args);
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         assert!(
             out.status.success(),
@@ -160,23 +154,9 @@ fn main() {
     println!("  ratio wisp/runc: {:.2} (target <= 0.50)", w / r);
 
     println!("\nmemory of idle containers (shim process trees, PSS):");
-    idle_memory(&c, "wasm-http", "containerd-shim-wisp-v1", idle, |id| {
-        c.ok(&["run", "-d", "--runtime", WISP, &http, id]);
-    });
-    idle_memory(&c, "wasm-command", "containerd-shim-wisp-v1", idle, |id| {
-        c.ok(&[
-            "run",
-            "-d",
-            "--runtime",
-            WISP,
-            &echo,
-            id,
-            "/app.wasm",
-            "sleep",
-            "600",
-        ]);
-    });
-    idle_memory(&c, "runc-busybox", "containerd-shim-runc-v2", idle, |id| {
-        c.ok(&["run", "-d", "--runtime", RUNC, &busybox, id, "sleep", "600"]);
-    });
+    idle_memory(&c, "wasm-http", WISP, idle, &http, &[]);
+    let sleep = ["/app.wasm", "sleep", "600"];
+    idle_memory(&c, "wasm-command", WISP, idle, &echo, &sleep);
+    let sleep = ["sleep", "600"];
+    idle_memory(&c, "runc-busybox", RUNC, idle, &busybox, &sleep);
 }

@@ -29,8 +29,6 @@ pub const CHILD_ARG: &str = "--wisp-container";
 pub const CONTROL_FD: i32 = 3;
 /// The child writes `ok` or an error message here, then closes it.
 pub const STATUS_FD: i32 = 4;
-/// Exit status of a guest that trapped (as `wisp run`: SIGABRT's 128+6).
-pub const TRAP_EXIT_CODE: i32 = command::TRAP_EXIT_CODE;
 
 /// Instance slots of an HTTP app's pool: a pod is one replica, and a smaller
 /// pool starts faster and reserves less address space than `wisp serve`'s.
@@ -88,7 +86,8 @@ struct Prepared {
     engine: Engine,
     app: App,
     config: Config,
-    serve: bool,
+    /// Set for an HTTP app: built (and instantiated once) before Start.
+    server: Option<HttpServer>,
 }
 
 fn prepare(plan: &WasmPlan) -> Result<Prepared> {
@@ -119,19 +118,22 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         }
         _ => false,
     };
-    if serve {
+    let server = if serve {
         let server = HttpServer::new(&engine, &app, &config)
             .with_context(|| format!("`{module}` cannot be served"))?;
         current_thread()?
             .block_on(server.instantiate_once())
             .map_err(anyhow::Error::from)
             .with_context(|| format!("failed to instantiate `{module}`"))?;
-    }
+        Some(server)
+    } else {
+        None
+    };
     Ok(Prepared {
         engine,
         app,
         config,
-        serve,
+        server,
     })
 }
 
@@ -196,8 +198,8 @@ fn current_thread() -> Result<tokio::runtime::Runtime> {
 
 impl Prepared {
     fn run(self, plan: &WasmPlan) -> Result<i32> {
-        if self.serve {
-            return self.serve(plan);
+        if let Some(server) = self.server {
+            return serve(server, &self.config, plan);
         }
         let rt = current_thread()?;
         let outcome = rt
@@ -221,39 +223,38 @@ impl Prepared {
         }
         Ok(outcome.exit_code())
     }
+}
 
-    /// Serves until SIGTERM or SIGINT, drains, and exits 128+signal, as a
-    /// process killed by that signal would report.
-    fn serve(self, plan: &WasmPlan) -> Result<i32> {
-        let server = HttpServer::new(&self.engine, &self.app, &self.config)?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = Arc::new(AtomicI32::new(0));
-        // Registered before serving starts, so a SIGTERM that arrives during
-        // start-up drains instead of killing the process.
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
-            .context("failed to install signal handlers")?;
-        let got = signal.clone();
-        std::thread::Builder::new()
-            .name("wisp-signals".into())
-            .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    got.store(sig, Ordering::SeqCst);
-                    let _ = tx.send(());
-                }
-            })
-            .context("failed to start the signal thread")?;
-        let report = server.serve_per_core(
-            &self.config.server,
-            plan.threads,
-            |addr| eprintln!("wisp: serving HTTP on http://{addr}/"),
-            async move {
-                let _ = rx.await;
-            },
-        )?;
-        if !report.drained {
-            eprintln!("wisp: drain timeout reached; in-flight requests were cut off");
-        }
-        let sig = signal.load(Ordering::SeqCst);
-        Ok(if sig == 0 { 0 } else { 128 + sig })
+/// Serves until SIGTERM or SIGINT, drains, and exits 128+signal, as a
+/// process killed by that signal would report.
+fn serve(server: HttpServer, config: &Config, plan: &WasmPlan) -> Result<i32> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = Arc::new(AtomicI32::new(0));
+    // Registered before serving starts, so a SIGTERM that arrives during
+    // start-up drains instead of killing the process.
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+        .context("failed to install signal handlers")?;
+    let got = signal.clone();
+    std::thread::Builder::new()
+        .name("wisp-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                got.store(sig, Ordering::SeqCst);
+                let _ = tx.send(());
+            }
+        })
+        .context("failed to start the signal thread")?;
+    let report = server.serve_per_core(
+        &config.server,
+        plan.threads,
+        |addr| eprintln!("wisp: serving HTTP on http://{addr}/"),
+        async move {
+            let _ = rx.await;
+        },
+    )?;
+    if !report.drained {
+        eprintln!("wisp: drain timeout reached; in-flight requests were cut off");
     }
+    let sig = signal.load(Ordering::SeqCst);
+    Ok(if sig == 0 { 0 } else { 128 + sig })
 }

@@ -204,14 +204,11 @@ pub fn classify(spec: &Spec, rootfs: &Path) -> Result<Entrypoint, PlanError> {
             .and_then(|a| a.first().cloned())
             .unwrap_or_default()
     };
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(&program)
-        .and_then(|mut f| read_up_to(&mut f, &mut magic))
-        .map_err(|source| PlanError::Read {
-            path: shown(),
-            source,
-        })?;
-    let magic = &magic[..n];
+    let magic = read_magic(&program).map_err(|source| PlanError::Read {
+        path: shown(),
+        source,
+    })?;
+    let magic = magic.as_slice();
     if magic == b"\0asm" {
         Ok(Entrypoint::Wasm(program))
     } else if magic == b"\x7fELF" || magic.starts_with(b"#!") {
@@ -224,15 +221,11 @@ pub fn classify(spec: &Spec, rootfs: &Path) -> Result<Entrypoint, PlanError> {
     }
 }
 
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+/// The first (up to) four bytes of a file.
+fn read_magic(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut magic = Vec::with_capacity(4);
+    std::fs::File::open(path)?.take(4).read_to_end(&mut magic)?;
+    Ok(magic)
 }
 
 fn describe_magic(bytes: &[u8]) -> String {
@@ -350,15 +343,13 @@ pub fn wasm_plan(
     };
     if let Some(linux) = spec.linux() {
         for ns in linux.namespaces().as_deref().unwrap_or_default() {
-            let (wanted, fresh) = match ns.typ() {
-                LinuxNamespaceType::Network => (true, &mut plan.unshare_net),
-                LinuxNamespaceType::Uts => (true, &mut plan.unshare_uts),
-                LinuxNamespaceType::Ipc => (true, &mut plan.unshare_ipc),
-                _ => (false, &mut plan.unshare_ipc),
+            // Mount, pid, user and cgroup namespaces mean nothing to WASI.
+            let fresh = match ns.typ() {
+                LinuxNamespaceType::Network => &mut plan.unshare_net,
+                LinuxNamespaceType::Uts => &mut plan.unshare_uts,
+                LinuxNamespaceType::Ipc => &mut plan.unshare_ipc,
+                _ => continue,
             };
-            if !wanted {
-                continue;
-            }
             match ns.path() {
                 Some(p) if !p.as_os_str().is_empty() => plan.join.push(p.clone()),
                 _ => *fresh = true,
@@ -441,10 +432,7 @@ pub fn exec_plan(
 }
 
 fn is_wasm_file(p: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(p)
-        .and_then(|mut f| read_up_to(&mut f, &mut magic))
-        .is_ok_and(|n| n == 4 && &magic == b"\0asm")
+    read_magic(p).is_ok_and(|m| m == b"\0asm")
 }
 
 #[cfg(test)]

@@ -314,20 +314,21 @@ pub fn spawn_wasm(
         line.push(b'\n');
         control.write_all(&line)
     });
-    if let Err(e) = setup {
+    // Create fails: nothing would ever start or kill this child.
+    let abandon = || {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::SIGKILL,
         );
+    };
+    if let Err(e) = setup {
+        abandon();
         return Err(e);
     }
     let mut reply = String::new();
     status.read_to_string(&mut reply)?;
     if reply != "ok" {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::SIGKILL,
-        );
+        abandon();
         let msg = if reply.is_empty() {
             "the Wasm container process exited before loading the app".to_string()
         } else {
@@ -338,45 +339,30 @@ pub fn spawn_wasm(
     Ok(SpawnedWasm { pid, control })
 }
 
-/// What a helper command printed and how it ended.
+/// How a helper command ended, and what it printed on stderr.
 pub struct CmdOutput {
     pub code: i32,
-    pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
 }
 
 /// Runs a helper command (runc) to completion, learning its exit from the
-/// reaper. Output is captured unless the caller set stdio itself.
+/// reaper. Its stderr is captured unless the caller set stdio itself.
 pub fn run_cmd(cmd: &mut Command, capture: bool) -> io::Result<CmdOutput> {
     let sub = monitor_subscribe(Topic::Pid).map_err(io::Error::other)?;
     if capture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     }
     let mut child = cmd.spawn()?;
     let pid = child.id() as i32;
-    let err_reader = child.stderr.take().map(|mut e| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = e.read_to_end(&mut buf);
-            buf
-        })
-    });
-    let mut stdout = Vec::new();
-    if let Some(mut o) = child.stdout.take() {
-        o.read_to_end(&mut stdout)?;
+    let mut stderr = Vec::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_end(&mut stderr)?;
     }
-    let stderr = err_reader
-        .map(|t| t.join().unwrap_or_default())
-        .unwrap_or_default();
     let code = wait_pid(pid, sub);
-    Ok(CmdOutput {
-        code,
-        stdout,
-        stderr,
-    })
+    Ok(CmdOutput { code, stderr })
 }
 
-/// Keeps `Subject` in scope for the service's exit loop.
+/// The pid a reaper event is about (exec events carry none).
 pub fn pid_of(subject: &Subject) -> Option<u32> {
     match subject {
         Subject::Pid(p) => Some(*p as u32),

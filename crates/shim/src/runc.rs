@@ -81,6 +81,13 @@ impl Runc {
         })
     }
 
+    /// `runc VERB ID`.
+    fn simple(&self, verb: &str) -> io::Result<()> {
+        let mut cmd = self.command();
+        cmd.arg(verb).arg(&self.id);
+        self.run(verb, cmd, None)
+    }
+
     /// `runc create`; returns the init's pid.
     pub fn create(&self, stdio: ChildStdio) -> io::Result<u32> {
         let pid_file = self.bundle.join("init.pid");
@@ -96,9 +103,7 @@ impl Runc {
     }
 
     pub fn start(&self) -> io::Result<()> {
-        let mut cmd = self.command();
-        cmd.arg("start").arg(&self.id);
-        self.run("start", cmd, None)
+        self.simple("start")
     }
 
     /// `runc exec --detach` of a process spec (JSON); returns its pid.
@@ -132,15 +137,11 @@ impl Runc {
     }
 
     pub fn pause(&self) -> io::Result<()> {
-        let mut cmd = self.command();
-        cmd.arg("pause").arg(&self.id);
-        self.run("pause", cmd, None)
+        self.simple("pause")
     }
 
     pub fn resume(&self) -> io::Result<()> {
-        let mut cmd = self.command();
-        cmd.arg("resume").arg(&self.id);
-        self.run("resume", cmd, None)
+        self.simple("resume")
     }
 
     /// Applies new resources (a runtime-spec LinuxResources JSON).

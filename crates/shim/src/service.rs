@@ -101,7 +101,7 @@ fn not_found(what: &str) -> ttrpc::Error {
     err(Code::NOT_FOUND, format!("{what}: not found"))
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
+pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let mut ts = Timestamp::new();
     ts.seconds = d.as_secs() as i64;

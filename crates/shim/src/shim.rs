@@ -18,7 +18,7 @@ use crate::cgroup::ContainerCgroup;
 use crate::events::Events;
 use crate::plan::SANDBOX_ID_ANNOTATION;
 use crate::runc::Runc;
-use crate::service::{STATE_FILE, Service, StateRecord};
+use crate::service::{STATE_FILE, Service, StateRecord, timestamp};
 
 /// The runtime type containerd is configured with.
 pub const RUNTIME_ID: &str = "io.containerd.wisp.v1";
@@ -82,17 +82,10 @@ impl Shim for WispShim {
             }
             let _ = std::fs::remove_file(bundle.join(STATE_FILE));
         }
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut at =
-            containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp::new();
-        at.seconds = now.as_secs() as i64;
-        at.nanos = now.subsec_nanos() as i32;
         Ok(DeleteResponse {
             pid,
             exit_status: 128 + libc::SIGKILL as u32,
-            exited_at: MessageField::some(at),
+            exited_at: MessageField::some(timestamp(SystemTime::now())),
             ..Default::default()
         })
     }

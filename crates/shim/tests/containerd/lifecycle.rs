@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
-use crate::support::{Containerd, NetNs, WISP, stderr, stdout, task_status, wait_status};
+use crate::support::{
+    Containerd, NetNs, WISP, processes_matching, stderr, stdout, task_status, wait_status,
+};
 
 /// A rootfs directory holding the http-echo app and the echo command.
 fn http_rootfs(dir: &Path) -> String {
@@ -63,9 +65,9 @@ fn kill_reports_128_plus_signal_and_wait_unblocks() {
     );
     assert_eq!(c.exit_of("done"), 3);
     c.ok(&["tasks", "delete", "done"]);
-    // The container record is still there; a second task for it works, a
-    // second container with the id does not.
-    let out = c.ctr(&["run", "--rm", "--runtime", WISP, &echo, "done"]);
+    // The container record outlives its task: a second container with the id
+    // is refused.
+    let out = c.run(WISP, &echo, "done", &[]);
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
 }
 
@@ -192,18 +194,7 @@ fn http_app_serves_in_its_netns_and_drains_on_sigterm() {
 fn exec_runs_the_apps_own_module_with_other_args() {
     let c = Containerd::start();
     let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        WISP,
-        &echo,
-        "sleeper",
-        "/app.wasm",
-        "sleep",
-        "60",
-    ]);
-    wait_status(&c, "sleeper", "RUNNING");
+    c.start_task(WISP, &echo, "sleeper", &["/app.wasm", "sleep", "60"]);
     let out = c.ctr(&[
         "tasks",
         "exec",
@@ -216,27 +207,12 @@ fn exec_runs_the_apps_own_module_with_other_args() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "args\nagain\n");
-    // A duplicate exec id is refused while the first exists.
-    c.ok(&["tasks", "kill", "-s", "SIGKILL", "sleeper"]);
-    assert_eq!(c.exit_of("sleeper"), 137);
     assert_eq!(c.exit_of("x"), 0, "the exec's own exit");
-    c.ok(&["tasks", "delete", "sleeper"]);
+    assert_eq!(c.kill_and_delete("sleeper"), 137);
 }
 
 fn shim_processes(c: &Containerd) -> Vec<u32> {
-    let needle = c.address().to_string_lossy().into_owned();
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("containerd-shim-wisp-v1") && cmdline.contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
+    processes_matching("containerd-shim-wisp-v1", &c.address().to_string_lossy())
 }
 
 fn shim_socket(c: &Containerd, id: &str) -> std::path::PathBuf {
@@ -266,17 +242,7 @@ fn nothing_is_left_after_100_create_delete_cycles() {
     let started = Instant::now();
     for i in 0..100 {
         let id = format!("cycle-{i}");
-        let out = c.ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
-            WISP,
-            &echo,
-            &id,
-            "/app.wasm",
-            "args",
-            "x",
-        ]);
+        let out = c.run(WISP, &echo, &id, &["/app.wasm", "args", "x"]);
         assert!(out.status.success(), "cycle {i}: {}", stderr(&out));
         assert_eq!(stdout(&out), "args\nx\n");
         assert!(!shim_socket(&c, &id).exists(), "socket of {id} left");
@@ -307,24 +273,10 @@ fn nothing_is_left_after_100_create_delete_cycles() {
 fn a_containerd_restart_does_not_lose_the_task() {
     let mut c = Containerd::start();
     let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        WISP,
-        &echo,
-        "survivor",
-        "/app.wasm",
-        "sleep",
-        "120",
-    ]);
-    wait_status(&c, "survivor", "RUNNING");
+    c.start_task(WISP, &echo, "survivor", &["/app.wasm", "sleep", "120"]);
     c.restart();
     wait_status(&c, "survivor", "RUNNING");
     // The exit that happens after the restart reaches the new containerd,
     // exactly once.
-    c.ok(&["tasks", "kill", "-s", "SIGKILL", "survivor"]);
-    wait_status(&c, "survivor", "STOPPED");
-    assert_eq!(c.exit_of("survivor"), 137);
-    c.ok(&["tasks", "delete", "survivor"]);
+    assert_eq!(c.kill_and_delete("survivor"), 137);
 }

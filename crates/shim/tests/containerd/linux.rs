@@ -8,17 +8,12 @@ fn busybox_runs_under_runc_and_under_wisp_alike() {
     let c = Containerd::start();
     let busybox = c.import_busybox();
     for (runtime, id) in [(RUNC, "control"), (WISP, "linux")] {
-        let out = c.ctr(&[
-            "run",
-            "--rm",
-            "--runtime",
+        let out = c.run(
             runtime,
             &busybox,
             id,
-            "sh",
-            "-c",
-            "echo hello from $0; exit 5",
-        ]);
+            &["sh", "-c", "echo hello from $0; exit 5"],
+        );
         assert_eq!(out.status.code(), Some(5), "{runtime}: {}", stderr(&out));
         assert_eq!(stdout(&out), "hello from sh\n", "{runtime}");
     }
@@ -28,17 +23,7 @@ fn busybox_runs_under_runc_and_under_wisp_alike() {
 fn linux_container_lifecycle_through_wisp() {
     let c = Containerd::start();
     let busybox = c.import_busybox();
-    c.ok(&[
-        "run",
-        "-d",
-        "--runtime",
-        WISP,
-        &busybox,
-        "side",
-        "sleep",
-        "60",
-    ]);
-    wait_status(&c, "side", "RUNNING");
+    c.start_task(WISP, &busybox, "side", &["sleep", "60"]);
     let out = c.ctr(&[
         "tasks",
         "exec",
@@ -59,9 +44,6 @@ fn linux_container_lifecycle_through_wisp() {
     wait_status(&c, "side", "RUNNING");
     // `sleep` is pid 1 of its pid namespace and has no SIGTERM handler, so
     // only SIGKILL ends it: the kernel ignores default-action signals to init.
-    c.ok(&["tasks", "kill", "-s", "SIGKILL", "side"]);
-    wait_status(&c, "side", "STOPPED");
-    assert_eq!(c.exit_of("side"), 137);
     assert_eq!(c.exit_of("e"), 4);
-    c.ok(&["tasks", "delete", "side"]);
+    assert_eq!(c.kill_and_delete("side"), 137);
 }

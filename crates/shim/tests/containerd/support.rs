@@ -211,6 +211,34 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `ctr run --rm --runtime RUNTIME IMAGE ID ARGS..`: ctr waits for the task
+    /// and exits with its status.
+    pub fn run(&self, runtime: &str, image: &str, id: &str, args: &[&str]) -> Output {
+        let mut a = vec!["run", "--rm", "--runtime", runtime, image, id];
+        a.extend_from_slice(args);
+        self.ctr(&a)
+    }
+
+    /// `ctr run -d`, then waits until the task is RUNNING.
+    #[track_caller]
+    pub fn start_task(&self, runtime: &str, image: &str, id: &str, args: &[&str]) {
+        let mut a = vec!["run", "-d", "--runtime", runtime, image, id];
+        a.extend_from_slice(args);
+        self.ok(&a);
+        wait_status(self, id, "RUNNING");
+    }
+
+    /// SIGKILLs a task, waits for its one exit event and deletes it; returns
+    /// the exit status containerd was told.
+    #[track_caller]
+    pub fn kill_and_delete(&self, id: &str) -> u32 {
+        self.ok(&["tasks", "kill", "-s", "SIGKILL", id]);
+        wait_status(self, id, "STOPPED");
+        let code = self.exit_of(id);
+        self.ok(&["tasks", "delete", id]);
+        code
+    }
+
     pub fn import(&self, tar: &Path) {
         self.ok(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
     }
@@ -432,6 +460,21 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// Pids of the processes whose command line contains both `name` and
+/// `needle` (e.g. a shim binary and this containerd's address).
+pub fn processes_matching(name: &str, needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains(name) && cmdline.contains(needle)).then_some(pid)
+        })
+        .collect()
 }
 
 /// Parses `ctr task ls` into (status) for `id`.
