@@ -15,8 +15,8 @@ use crate::spec::{
 use crate::tarball::TarWriter;
 use crate::wasm::{WasmError, WasmKind, component_info, detect_wasm};
 use crate::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, APP_PATH, IMAGE_OS, Reference, WASM_ARCHITECTURE,
-    media_type, sha256_digest,
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ANNOTATION_TITLE, APP_PATH, IMAGE_OS, Reference,
+    WASM_ARCHITECTURE, media_type, sha256_digest,
 };
 
 /// Errors building an image.
@@ -65,6 +65,32 @@ pub enum Shape {
     /// raw bytes; platform `wasip1/wasm` (module) or `wasip2/wasm` (component).
     /// containerd 1.6 stores it but cannot unpack it (import with `--no-unpack`).
     Artifact,
+    /// runwasi's shape (`oci-tar-builder`): an OCI image config, platform
+    /// `wasi/wasm`, with `Entrypoint: ["/app.wasm"]`, and one raw
+    /// `application/vnd.bytecodealliance.wasm.component.layer.v0+wasm` layer.
+    /// There is no filesystem: the shim reads the layer from containerd's content
+    /// store. containerd 1.6.20 cannot unpack it (import with `--no-unpack`).
+    Runwasi,
+    /// Spin's and wasm-to-oci's layer type, `application/vnd.wasm.content.layer.v1+wasm`,
+    /// under an OCI image config as [`Shape::Runwasi`] has.
+    WasmContent,
+}
+
+impl Shape {
+    /// The media type of the one layer.
+    pub fn layer_media_type(self) -> &'static str {
+        match self {
+            Shape::Image => media_type::OCI_LAYER_TAR_GZIP,
+            Shape::Artifact => media_type::WASM_LAYER,
+            Shape::Runwasi => media_type::RUNWASI_COMPONENT_LAYER,
+            Shape::WasmContent => media_type::WASM_CONTENT_LAYER,
+        }
+    }
+
+    /// Whether the image config carries a process (env, entrypoint, args).
+    pub fn has_process(self) -> bool {
+        self != Shape::Artifact
+    }
 }
 
 impl std::fmt::Display for Shape {
@@ -72,6 +98,8 @@ impl std::fmt::Display for Shape {
         f.write_str(match self {
             Shape::Image => "image",
             Shape::Artifact => "artifact",
+            Shape::Runwasi => "runwasi",
+            Shape::WasmContent => "wasm-content",
         })
     }
 }
@@ -147,42 +175,52 @@ pub fn build_image(wasm: &[u8], opts: &BuildOptions) -> Result<ImageArchive, Bui
 
     // Each shape gives: the config (media type, bytes), the one layer (media type,
     // bytes) and the platform recorded in index.json.
-    let (config_type, config, layer_type, layer, platform) = match opts.shape {
+    let image_config = |diff_ids: Vec<String>| ImageConfig {
+        created: Some(created.clone()),
+        author: opts.author.clone(),
+        architecture: WASM_ARCHITECTURE.to_owned(),
+        os: IMAGE_OS.to_owned(),
+        config: Some(ContainerConfig {
+            env: (!opts.env.is_empty())
+                .then(|| opts.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            entrypoint: Some(vec![APP_PATH.to_owned()]),
+            cmd: (!opts.args.is_empty()).then(|| opts.args.clone()),
+            working_dir: Some("/".to_owned()),
+        }),
+        rootfs: RootFs {
+            kind: "layers".to_owned(),
+            diff_ids,
+        },
+    };
+    // Each shape gives: the config (media type, bytes), the one layer's bytes
+    // and the platform recorded in index.json.
+    let (config_type, config, layer, platform) = match opts.shape {
         Shape::Image => {
             let tar = layer_tar(wasm).map_err(BuildError::Layer)?;
             let gz = gzip(&tar).map_err(BuildError::Layer)?;
-            let config = ImageConfig {
-                created: Some(created),
-                author: opts.author.clone(),
-                architecture: WASM_ARCHITECTURE.to_owned(),
-                os: IMAGE_OS.to_owned(),
-                config: Some(ContainerConfig {
-                    env: (!opts.env.is_empty())
-                        .then(|| opts.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-                    entrypoint: Some(vec![APP_PATH.to_owned()]),
-                    cmd: (!opts.args.is_empty()).then(|| opts.args.clone()),
-                    working_dir: Some("/".to_owned()),
-                }),
-                rootfs: RootFs {
-                    kind: "layers".to_owned(),
-                    diff_ids: vec![sha256_digest(&tar)],
-                },
-            };
+            let config = image_config(vec![sha256_digest(&tar)]);
             (
                 media_type::OCI_CONFIG,
                 json(&config, "image config")?,
-                media_type::OCI_LAYER_TAR_GZIP,
                 gz,
                 Platform::new(IMAGE_OS, WASM_ARCHITECTURE),
             )
         }
+        // No filesystem layer, so no diff_ids: containers of these images
+        // get an empty rootfs and the Wasm from the content store.
+        Shape::Runwasi | Shape::WasmContent => (
+            media_type::OCI_CONFIG,
+            json(&image_config(Vec::new()), "image config")?,
+            wasm.to_vec(),
+            Platform::new(IMAGE_OS, WASM_ARCHITECTURE),
+        ),
         Shape::Artifact => {
             let component = match kind {
                 WasmKind::Component => Some(component_info(wasm)?),
                 WasmKind::Module => None,
             };
             let config = WasmConfig {
-                created,
+                created: created.clone(),
                 author: opts.author.clone(),
                 architecture: WASM_ARCHITECTURE.to_owned(),
                 os: kind.os().to_owned(),
@@ -192,7 +230,6 @@ pub fn build_image(wasm: &[u8], opts: &BuildOptions) -> Result<ImageArchive, Bui
             (
                 media_type::WASM_CONFIG,
                 json(&config, "Wasm config")?,
-                media_type::WASM_LAYER,
                 wasm.to_vec(),
                 Platform::new(kind.os(), WASM_ARCHITECTURE),
             )
@@ -200,7 +237,14 @@ pub fn build_image(wasm: &[u8], opts: &BuildOptions) -> Result<ImageArchive, Bui
     };
     let mut blobs = BTreeMap::new();
     let config = insert(&mut blobs, config_type, config);
-    let layer = insert(&mut blobs, layer_type, layer);
+    let mut layer = insert(&mut blobs, opts.shape.layer_media_type(), layer);
+    if opts.shape != Shape::Image {
+        // The file name a raw layer would have, as ORAS and runwasi write it.
+        layer.annotations.insert(
+            ANNOTATION_TITLE.to_owned(),
+            APP_PATH.trim_start_matches('/').to_owned(),
+        );
+    }
 
     let manifest = Manifest {
         schema_version: 2,
@@ -329,7 +373,8 @@ impl ImageArchive {
 }
 
 fn check_process(opts: &BuildOptions) -> Result<(), BuildError> {
-    if opts.shape == Shape::Artifact && !(opts.env.is_empty() && opts.args.is_empty()) {
+    let has_process = !(opts.env.is_empty() && opts.args.is_empty());
+    if has_process && !opts.shape.has_process() {
         return Err(BuildError::ProcessInArtifact);
     }
     for (k, v) in &opts.env {

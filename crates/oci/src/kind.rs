@@ -21,8 +21,8 @@ pub enum KindError {
 /// What a manifest holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageKind<'a> {
-    /// CNCF TAG Wasm artifact: config `application/vnd.wasm.config.v0+json`, only
-    /// Wasm layers (raw bytes).
+    /// CNCF TAG Wasm artifact: config `application/vnd.wasm.config.v0+json` (or
+    /// wasm-to-oci's `v1+json`), only Wasm layers (raw bytes).
     WasmArtifact { wasm_layers: Vec<&'a Descriptor> },
     /// An OCI (or Docker) image: filesystem layers, possibly with Wasm layers beside
     /// them (runwasi's `oci-tar-builder` adds those to an image config).
@@ -101,7 +101,7 @@ pub fn detect_kind(manifest: &Manifest) -> Result<ImageKind<'_>, KindError> {
         }
     }
     match manifest.config.media_type.as_str() {
-        media_type::WASM_CONFIG => {
+        media_type::WASM_CONFIG | media_type::WASM_TO_OCI_CONFIG => {
             if let Some(fs) = filesystem.first() {
                 return Err(KindError::FilesystemLayerInArtifact(fs.media_type.clone()));
             }

@@ -1,7 +1,7 @@
 //! Wasm OCI images: build them offline into OCI image-layout tar archives that
 //! `ctr images import` accepts, and read them back for the shim.
 //!
-//! Two shapes, see [`Shape`]:
+//! Four shapes, see [`Shape`]:
 //! - [`Shape::Image`]: an ordinary OCI image (platform `wasi/wasm`) whose one
 //!   gzipped tar layer holds the app at `/app.wasm`, with `Entrypoint: ["/app.wasm"]`.
 //!   This is what runwasi-style shims run and what containerd 1.6 can unpack into a
@@ -10,13 +10,17 @@
 //!   (<https://tag-runtime.cncf.io/wgs/wasm/deliverables/wasm-oci-artifact/>): config
 //!   `application/vnd.wasm.config.v0+json`, one `application/wasm` layer holding the
 //!   raw bytes.
+//! - [`Shape::Runwasi`] and [`Shape::WasmContent`]: an OCI image config (so
+//!   env, entrypoint and args travel with the image) and one raw Wasm layer of
+//!   runwasi's media type, or Spin's / wasm-to-oci's.
 //!
 //! Importing into containerd 1.6.20 (checked by hand): `ctr images import
 //! --all-platforms FILE` (or `--platform wasi/wasm`) imports and unpacks the image
 //! shape; without either, ctr filters the `wasi/wasm` manifest out ("image might
-//! be filtered out"). The artifact shape is stored but cannot be unpacked into a
-//! snapshot ("mismatched image rootfs and manifest layers"): import it with
-//! `--all-platforms --no-unpack`; a shim reads its layer from the content store.
+//! be filtered out"). The three raw-layer shapes are stored but cannot be unpacked
+//! into a snapshot ("mismatched image rootfs and manifest layers"): import them
+//! with `--all-platforms --no-unpack`; the shim reads their layer from the
+//! content store.
 //!
 //! Where to start: [`build_image`] -> [`ImageArchive::write_tar`] on the writing
 //! side; [`read_layout_tar`] / [`read_layout_dir`] -> [`Layout::images`] ->
@@ -65,6 +69,9 @@ pub const COMPONENT_OS: &str = "wasip2";
 
 /// Annotation with the full image name, read by `ctr images import`.
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// OCI annotation with a blob's file name (set on raw Wasm layers).
+pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 
 /// OCI annotation with the reference's tag, in `index.json`.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -24,6 +24,8 @@ pub const DOCKER_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.dif
 
 /// CNCF TAG Runtime Wasm artifact config.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// wasm-to-oci's config (read only; it carries nothing a runtime needs).
+pub const WASM_TO_OCI_CONFIG: &str = "application/vnd.wasm.config.v1+json";
 /// CNCF TAG Runtime Wasm artifact layer: the raw module or component.
 pub const WASM_LAYER: &str = "application/wasm";
 /// runwasi's Wasm layer (`oci-tar-builder`, the containerd Wasm shims).

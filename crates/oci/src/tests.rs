@@ -212,9 +212,58 @@ fn artifact_shape_round_trips_for_modules_and_components() {
 }
 
 #[test]
+fn raw_layer_image_shapes_carry_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = component();
+    for (shape, layer_type) in [
+        (Shape::Runwasi, media_type::RUNWASI_COMPONENT_LAYER),
+        (Shape::WasmContent, media_type::WASM_CONTENT_LAYER),
+    ] {
+        let mut o = opts("ghcr.io/wisp/app:v2", shape);
+        o.env = vec![("MODE".into(), "prod".into())];
+        o.args = vec!["--verbose".into()];
+        let archive = build_image(&wasm, &o).unwrap();
+        let path = dir.path().join(format!("{shape}.tar"));
+        archive.write_tar(&path).unwrap();
+        check_tar_invariants(&path);
+
+        let layout = read_layout_tar(&path).unwrap();
+        check_descriptors(&layout);
+        let image = &layout.images().unwrap()[0];
+        assert_eq!(
+            image.descriptor.platform.as_ref().unwrap().to_string(),
+            "wasi/wasm"
+        );
+        assert_eq!(image.manifest.config.media_type, media_type::OCI_CONFIG);
+        let layer = &image.manifest.layers[0];
+        assert_eq!(layer.media_type, layer_type, "{shape}");
+        assert_eq!(layer.annotations[ANNOTATION_TITLE], "app.wasm");
+        assert_eq!(layout.blob(layer).unwrap(), &wasm[..]);
+        assert_eq!(
+            image.kind().unwrap(),
+            ImageKind::Image {
+                filesystem_layers: vec![],
+                wasm_layers: vec![layer]
+            }
+        );
+        let config: ImageConfig = layout.image_config(&image.manifest).unwrap();
+        let process = config.config.unwrap();
+        assert_eq!(process.entrypoint.unwrap(), [APP_PATH]);
+        assert_eq!(process.cmd.unwrap(), ["--verbose"]);
+        assert_eq!(process.env.unwrap(), ["MODE=prod"]);
+        assert!(config.rootfs.diff_ids.is_empty(), "no filesystem layer");
+    }
+}
+
+#[test]
 fn builds_are_byte_for_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
-    for shape in [Shape::Image, Shape::Artifact] {
+    for shape in [
+        Shape::Image,
+        Shape::Artifact,
+        Shape::Runwasi,
+        Shape::WasmContent,
+    ] {
         let a = dir.path().join(format!("{shape}-a.tar"));
         let b = dir.path().join(format!("{shape}-b.tar"));
         build_image(&module(), &opts("hello", shape))

@@ -4,6 +4,7 @@
 //! - [`shim`]: start/delete and the daemon (one per pod).
 //! - [`service`]: the Task API over ttrpc.
 //! - [`plan`]: what a bundle runs: a Wasm plan or a Linux container.
+//! - [`image`]: Wasm layers from containerd's content store (artifact images).
 //! - [`child`]: the Wasm container process (the shim binary re-executed).
 //! - [`runc`]: Linux containers (pause, sidecars) delegated to runc.
 //! - [`process`], [`cgroup`], [`events`], [`netns`]: the plumbing.
@@ -11,6 +12,7 @@
 pub mod cgroup;
 pub mod child;
 pub mod events;
+pub mod image;
 pub mod metrics;
 pub mod netns;
 pub mod plan;

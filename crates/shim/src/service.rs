@@ -39,7 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{ContainerCgroup, container_path};
 use crate::events::Events;
-use crate::plan::{self, Entrypoint, HostSettings, WasmPlan};
+use crate::image::ImageSource;
+use crate::plan::{self, Entrypoint, HostSettings, PlanError, WasmPlan};
 use crate::process::{PidTable, Proc, StdioPaths, open_stdio, pid_of, spawn_wasm};
 use crate::runc::Runc;
 
@@ -86,6 +87,7 @@ struct Inner {
     events: Events,
     exit: Arc<ExitSignal>,
     host: HostSettings,
+    images: ImageSource,
 }
 
 /// The Task service.
@@ -113,27 +115,42 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The node's compiled-code cache (and, under `blobs/`, the Wasm layers read
+/// from containerd's content store) when `WISP_CACHE_DIR` is unset.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/wisp/cache";
+
 /// The host settings of the shim: the node's code cache and CPU count.
 pub fn host_settings() -> HostSettings {
     HostSettings {
         cache_dir: Some(
             std::env::var_os("WISP_CACHE_DIR")
                 .filter(|d| !d.is_empty())
-                .map_or_else(|| PathBuf::from("/var/lib/wisp/cache"), PathBuf::from),
+                .map_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR), PathBuf::from),
         ),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
     }
 }
 
 impl Service {
-    pub fn new(events: Events, namespace: &str, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(events: Events, namespace: &str, address: &str, exit: Arc<ExitSignal>) -> Self {
+        let host = host_settings();
+        let images = ImageSource {
+            address: address.into(),
+            namespace: namespace.into(),
+            blobs: host
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
+                .join("blobs"),
+        };
         let inner = Arc::new(Inner {
             namespace: namespace.into(),
             containers: Mutex::default(),
             pids: Mutex::default(),
             events,
             exit,
-            host: host_settings(),
+            host,
+            images,
         });
         // Subscribed before any process exists, so no exit is missed.
         let sub = monitor_subscribe(Topic::All).expect("monitor subscription");
@@ -285,7 +302,40 @@ impl Inner {
         let invalid = |e: &(dyn std::error::Error + 'static)| {
             err(Code::INVALID_ARGUMENT, wisp_runtime::error_chain(e))
         };
-        let entry = plan::classify(spec, rootfs).map_err(|e| invalid(&e))?;
+        // The name argv[0] gets when the spec has no args (an artifact).
+        let mut module_name = None;
+        let entry = match plan::classify(spec, rootfs) {
+            Ok(entry) => entry,
+            // Nothing to run in the rootfs: the Wasm may be a raw layer of the
+            // image, which containerd stored but did not unpack.
+            Err(e @ (PlanError::NotFound(_) | PlanError::NoEntrypoint)) => {
+                let program = spec
+                    .process()
+                    .as_ref()
+                    .and_then(|p| p.args().as_ref())
+                    .and_then(|a| a.first())
+                    .map(String::as_str);
+                match self.images.module_of(id, program) {
+                    Ok(Some(m)) => {
+                        tracing::info!(id, image = %m.image, layer = %m.digest, media_type = %m.media_type, "Wasm from the image's layer");
+                        module_name = m.title;
+                        Entrypoint::Wasm(m.path)
+                    }
+                    Ok(None) => return Err(invalid(&e)),
+                    Err(image_err) => {
+                        return Err(err(
+                            Code::INVALID_ARGUMENT,
+                            format!(
+                                "{}; {}",
+                                wisp_runtime::error_chain(&e),
+                                wisp_runtime::error_chain(&image_err)
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(e) => return Err(invalid(&e)),
+        };
         let init = Proc::new(id, "", paths.clone());
         let stdio = open_stdio(&paths).map_err(|e| {
             err(
@@ -296,8 +346,12 @@ impl Inner {
         let feeder;
         let (kind, record) = match entry {
             Entrypoint::Wasm(module) => {
-                let plan = plan::wasm_plan(id, spec, rootfs, module, &self.host)
+                let mut plan = plan::wasm_plan(id, spec, rootfs, module, &self.host)
                     .map_err(|e| invalid(&e))?;
+                if plan.args.is_empty() {
+                    // An artifact without a process: argv[0] is the module's name.
+                    plan.args = vec![module_name.unwrap_or_else(|| "app.wasm".into())];
+                }
                 let linux = spec.linux().as_ref();
                 let path = container_path(
                     linux

@@ -25,6 +25,8 @@ pub const RUNTIME_ID: &str = "io.containerd.wisp.v1";
 
 pub struct WispShim {
     namespace: String,
+    /// containerd's gRPC address.
+    address: String,
     id: String,
     exit: Arc<ExitSignal>,
 }
@@ -35,6 +37,7 @@ impl Shim for WispShim {
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Self {
             namespace: args.namespace.clone(),
+            address: args.address.clone(),
             id: args.id.clone(),
             exit: Arc::default(),
         }
@@ -97,7 +100,7 @@ impl Shim for WispShim {
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
         let events = Events::start(publisher, self.namespace.clone(), address);
-        Service::new(events, &self.namespace, self.exit.clone())
+        Service::new(events, &self.namespace, &self.address, self.exit.clone())
     }
 }
 

@@ -47,7 +47,9 @@ impl OciCommand {
     wisp oci build app.wasm --name hello:latest\n  \
     wisp oci build app.wasm --name ghcr.io/me/app:v1 --shape artifact -o app.tar\n  \
     wisp oci build app.wasm --name app:v1 --env MODE=prod -- --verbose input.txt\n\n\
-    Import (containerd 1.6; the platform is wasi/wasm, or wasip1/wasip2 for artifacts):\n  \
+    Import (containerd 1.6; the platform is wasi/wasm, or wasip1/wasip2 for artifacts;\n  \
+    the shapes with a raw Wasm layer cannot be unpacked there, and the shim reads\n  \
+    their layer from containerd's content store):\n  \
     ctr images import --all-platforms hello_latest.oci.tar\n  \
     ctr images import --all-platforms --no-unpack app.tar")]
 pub struct BuildCommand {
@@ -69,16 +71,17 @@ pub struct BuildCommand {
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 
-    /// An environment variable of the app (image shape). Repeatable.
+    /// An environment variable of the app (every shape but artifact). Repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
 
-    /// Arguments of the app, after its name (image shape): the image's `Cmd`.
+    /// Arguments of the app, after its name (every shape but artifact): the
+    /// image's `Cmd`.
     #[arg(last = true, value_name = "ARGS")]
     args: Vec<String>,
 }
 
-/// The two shapes of `wisp_oci::Shape`, for the command line.
+/// The shapes of `wisp_oci::Shape`, for the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ShapeArg {
     /// An OCI image, platform wasi/wasm, the app at /app.wasm in a tar+gzip layer
@@ -88,6 +91,14 @@ enum ShapeArg {
     /// one application/wasm layer with the raw bytes (containerd 1.6 stores it
     /// but cannot unpack it: import with --no-unpack).
     Artifact,
+    /// runwasi's shape: an OCI image config (platform wasi/wasm, entrypoint
+    /// /app.wasm, env and args) and one raw
+    /// application/vnd.bytecodealliance.wasm.component.layer.v0+wasm layer
+    /// (import with --no-unpack on containerd 1.6).
+    Runwasi,
+    /// As runwasi, with Spin's and wasm-to-oci's layer type
+    /// application/vnd.wasm.content.layer.v1+wasm.
+    WasmContent,
 }
 
 impl From<ShapeArg> for Shape {
@@ -95,6 +106,8 @@ impl From<ShapeArg> for Shape {
         match s {
             ShapeArg::Image => Shape::Image,
             ShapeArg::Artifact => Shape::Artifact,
+            ShapeArg::Runwasi => Shape::Runwasi,
+            ShapeArg::WasmContent => Shape::WasmContent,
         }
     }
 }

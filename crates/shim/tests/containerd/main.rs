@@ -4,6 +4,7 @@
 
 mod support;
 
+mod images;
 mod lifecycle;
 mod linux;
 mod wasm;

@@ -259,12 +259,106 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         let tar = self.dir.path().join(format!("{name}.tar"));
         image.write_tar(&tar).unwrap();
         let mut args = vec!["images", "import", "--all-platforms"];
-        if shape == wisp_oci::Shape::Artifact {
+        if shape != wisp_oci::Shape::Image {
+            // containerd 1.6.20 cannot unpack raw Wasm layers.
             args.push("--no-unpack");
         }
         args.push(tar.to_str().unwrap());
         self.ok(&args);
         reference
+    }
+
+    /// Creates container `id` of `image` through containerd's gRPC API, as a
+    /// client that does not unpack images would (and as ctr 1.6.20 cannot:
+    /// it unpacks first, which fails for raw Wasm layers): an empty overlayfs
+    /// snapshot as the rootfs and `ctr oci spec`'s default spec with these
+    /// args, env and netns. Run it with `ctr tasks start`.
+    pub fn create_container(
+        &self,
+        image: &str,
+        id: &str,
+        args: &[&str],
+        env: &[&str],
+        netns: Option<&str>,
+    ) {
+        use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+        use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+        use containerd_client::services::v1::{
+            Container, CreateContainerRequest, container::Runtime,
+            containers_client::ContainersClient,
+        };
+        use containerd_client::tonic::Request;
+
+        let mut spec: serde_json::Value = serde_json::from_str(&self.ok(&["oci", "spec"])).unwrap();
+        spec["process"]["args"] = serde_json::json!(args);
+        // ctr's default spec has no env; ctr run adds PATH, as do we.
+        let mut all_env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+        all_env.extend_from_slice(env);
+        spec["process"]["env"] = serde_json::json!(all_env);
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{}/{id}", self.ns));
+        if let Some(path) = netns {
+            for ns in spec["linux"]["namespaces"].as_array_mut().unwrap() {
+                if ns["type"] == "network" {
+                    ns["path"] = serde_json::json!(path);
+                }
+            }
+        }
+        fn with_ns<T>(ns: &str, msg: T) -> Request<T> {
+            let mut req = Request::new(msg);
+            req.metadata_mut()
+                .insert("containerd-namespace", ns.parse().unwrap());
+            req
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let channel = containerd_client::connect(self.address()).await.unwrap();
+            SnapshotsClient::new(channel.clone())
+                .prepare(with_ns(
+                    &self.ns,
+                    PrepareSnapshotRequest {
+                        snapshotter: "overlayfs".into(),
+                        key: id.into(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap();
+            ContainersClient::new(channel)
+                .create(with_ns(
+                    &self.ns,
+                    CreateContainerRequest {
+                        container: Some(Container {
+                            id: id.into(),
+                            image: image.into(),
+                            runtime: Some(Runtime {
+                                name: WISP.into(),
+                                options: None,
+                            }),
+                            spec: Some(prost_types::Any {
+                                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+                                    .into(),
+                                value: serde_json::to_vec(&spec).unwrap(),
+                            }),
+                            snapshotter: "overlayfs".into(),
+                            snapshot_key: id.into(),
+                            ..Default::default()
+                        }),
+                    },
+                ))
+                .await
+                .unwrap();
+        });
+    }
+
+    /// `ctr tasks start` of a created container (ctr waits and exits with
+    /// its status), then removes the container and its snapshot.
+    pub fn start_created(&self, id: &str) -> Output {
+        let out = self.ctr(&["tasks", "start", id]);
+        self.ok(&["containers", "rm", id]);
+        out
     }
 
     /// An image with busybox-static as /bin/busybox, /bin/sh and friends.
@@ -359,17 +453,36 @@ fn linux_image(reference: &str, out: &Path) {
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }))
     .unwrap();
+    write_layout(
+        reference,
+        out,
+        ("application/vnd.oci.image.config.v1+json", &config),
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", &layer_gz)],
+        ("linux", "amd64"),
+    );
+}
+
+/// Writes an OCI image-layout archive of one manifest, for images wisp-oci
+/// would refuse to build (a busybox image, unknown media types).
+pub fn write_layout(
+    reference: &str,
+    out: &Path,
+    config: (&str, &[u8]),
+    layers: &[(&str, &[u8])],
+    (os, arch): (&str, &str),
+) {
+    let descriptor = |(media, bytes): (&str, &[u8])| serde_json::json!({"mediaType": media, "digest": sha256(bytes), "size": bytes.len()});
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(&layer_gz), "size": layer_gz.len()}],
+        "config": descriptor(config),
+        "layers": layers.iter().copied().map(descriptor).collect::<Vec<_>>(),
     }))
     .unwrap();
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest), "size": manifest.len(),
-            "platform": {"architecture": "amd64", "os": "linux"},
+            "platform": {"architecture": arch, "os": os},
             "annotations": {"io.containerd.image.name": reference, "org.opencontainers.image.ref.name": "latest"}}],
     }))
     .unwrap();
@@ -382,7 +495,9 @@ fn linux_image(reference: &str, out: &Path) {
     };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     add("index.json", &index);
-    for blob in [&config, &manifest, &layer_gz] {
+    let mut blobs = vec![config.1, &manifest[..]];
+    blobs.extend(layers.iter().map(|l| l.1));
+    for blob in blobs {
         add(&format!("blobs/sha256/{}", &sha256(blob)[7..]), blob);
     }
     archive.finish().unwrap();
