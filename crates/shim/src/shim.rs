@@ -27,6 +27,8 @@ pub struct WispShim {
     namespace: String,
     /// containerd's gRPC address.
     address: String,
+    /// The ttrpc socket this daemon serves (`unix:///run/containerd/s/...`).
+    socket: String,
     id: String,
     exit: Arc<ExitSignal>,
 }
@@ -38,6 +40,7 @@ impl Shim for WispShim {
         Self {
             namespace: args.namespace.clone(),
             address: args.address.clone(),
+            socket: args.socket.clone(),
             id: args.id.clone(),
             exit: Arc::default(),
         }
@@ -95,6 +98,14 @@ impl Shim for WispShim {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // The crate removes the socket after this returns, from the address
+        // it reads back from the bundle; containerd deletes the bundle right
+        // after Shutdown, and when it wins that race the socket leaks. The
+        // flag has the same address and needs no file.
+        let path = self.socket.trim_start_matches("unix://");
+        if !path.is_empty() && Path::new(path).exists() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {

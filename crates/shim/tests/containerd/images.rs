@@ -81,7 +81,8 @@ fn compiled_code_is_cached_by_digest_across_shims() {
     let cache = c.dir.path().join("cache");
     let artifact = c.import_wasm("cached", &guests::echo(), Shape::Artifact);
     c.create_container(&artifact, "first", &["app.wasm", "args", "1"], &[], None);
-    assert!(c.start_created("first").status.success());
+    let out = c.start_created("first");
+    assert!(out.status.success(), "{}", stderr(&out));
     let after_first = compiled(&cache);
     assert_eq!(after_first.len(), 1, "{after_first:?}");
 

@@ -281,12 +281,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         env: &[&str],
         netns: Option<&str>,
     ) {
+        use containerd_client::services::v1::leases_client::LeasesClient;
         use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
         use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
         use containerd_client::services::v1::{
             Container, CreateContainerRequest, container::Runtime,
             containers_client::ContainersClient,
         };
+        use containerd_client::services::v1::{CreateRequest, DeleteRequest};
         use containerd_client::tonic::Request;
 
         let mut spec: serde_json::Value = serde_json::from_str(&self.ok(&["oci", "spec"])).unwrap();
@@ -303,10 +305,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 }
             }
         }
-        fn with_ns<T>(ns: &str, msg: T) -> Request<T> {
+        // The lease keeps containerd's garbage collector off the snapshot
+        // until the container references it, as containerd's own client does.
+        let lease = format!("wisp-test-{id}");
+        fn request<T>(ns: &str, lease: Option<&str>, msg: T) -> Request<T> {
             let mut req = Request::new(msg);
             req.metadata_mut()
                 .insert("containerd-namespace", ns.parse().unwrap());
+            if let Some(l) = lease {
+                req.metadata_mut()
+                    .insert("containerd-lease", l.parse().unwrap());
+            }
             req
         }
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -315,9 +324,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .unwrap();
         rt.block_on(async {
             let channel = containerd_client::connect(self.address()).await.unwrap();
+            let mut leases = LeasesClient::new(channel.clone());
+            let create = CreateRequest {
+                id: lease.clone(),
+                ..Default::default()
+            };
+            leases
+                .create(request(&self.ns, None, create))
+                .await
+                .unwrap();
             SnapshotsClient::new(channel.clone())
-                .prepare(with_ns(
+                .prepare(request(
                     &self.ns,
+                    Some(&lease),
                     PrepareSnapshotRequest {
                         snapshotter: "overlayfs".into(),
                         key: id.into(),
@@ -326,9 +345,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 ))
                 .await
                 .unwrap();
-            ContainersClient::new(channel)
-                .create(with_ns(
+            ContainersClient::new(channel.clone())
+                .create(request(
                     &self.ns,
+                    Some(&lease),
                     CreateContainerRequest {
                         container: Some(Container {
                             id: id.into(),
@@ -348,6 +368,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                         }),
                     },
                 ))
+                .await
+                .unwrap();
+            // The container holds the snapshot now.
+            let delete = DeleteRequest {
+                id: lease.clone(),
+                sync: false,
+            };
+            leases
+                .delete(request(&self.ns, None, delete))
                 .await
                 .unwrap();
         });
