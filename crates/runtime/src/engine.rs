@@ -158,9 +158,23 @@ impl EpochTicker {
         let thread = std::thread::Builder::new()
             .name("wisp-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                let mut next = std::time::Instant::now() + EPOCH_TICK;
+                while !flag.load(Ordering::Acquire) {
+                    // Parked rather than asleep, so that dropping the engine
+                    // wakes the thread at once: a command's process exits
+                    // right after, and a sleep would hold it up to a tick.
+                    let now = std::time::Instant::now();
+                    if now < next {
+                        std::thread::park_timeout(next - now);
+                        continue;
+                    }
                     engine.increment_epoch();
+                    next += EPOCH_TICK;
+                    if next < now {
+                        // Fell behind (a stopped VM, a loaded machine):
+                        // resume from now rather than catching up in a burst.
+                        next = now + EPOCH_TICK;
+                    }
                 }
             })
             .expect("spawn epoch thread");
@@ -173,8 +187,9 @@ impl EpochTicker {
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }

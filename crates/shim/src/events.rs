@@ -57,7 +57,10 @@ fn forward(rx: Receiver<Event>, publisher: RemotePublisher, namespace: String, a
             if let Some(p) = &publisher {
                 let message = event.message.clone_box();
                 match p.publish(Context::default(), event.topic, &namespace, message) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        log::debug!("published {}", event.topic);
+                        break;
+                    }
                     Err(e) => {
                         log::warn!("publishing {} failed, will retry: {e}", event.topic);
                         publisher = None;

@@ -6,9 +6,11 @@
 //! processes alike learn their exit from the monitor.
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -21,6 +23,7 @@ use containerd_shim::synchronous::monitor::{monitor_subscribe, wait_pid};
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 
+use crate::cgroup::ContainerCgroup;
 use crate::child::{CHILD_ARG, CONTROL_FD, STATUS_FD};
 use crate::plan::WasmPlan;
 
@@ -273,6 +276,7 @@ pub struct SpawnedWasm {
 pub fn spawn_wasm(
     plan: &WasmPlan,
     stdio: ChildStdio,
+    cgroup: &ContainerCgroup,
     before_load: impl FnOnce(u32) -> io::Result<()>,
 ) -> io::Result<SpawnedWasm> {
     let (ctl_r, ctl_w) = pipe2(OFlag::O_CLOEXEC)?;
@@ -289,10 +293,32 @@ pub fn spawn_wasm(
         // Signals for the shim's process group are not the container's.
         .process_group(0);
     let (ctl_fd, st_fd) = (ctl_r.as_raw_fd(), st_w.as_raw_fd());
-    // SAFETY: the closure only calls fcntl and dup2, which are
-    // async-signal-safe, and touches no memory shared with the parent.
+    // On cgroup v1 the forked child, still single-threaded, joins the
+    // container's cgroup itself (see `ContainerCgroup::thread_files`), so
+    // everything it execs and loads is charged there from the start.
+    let thread_files: Option<Vec<CString>> = cgroup
+        .thread_files()
+        .map(|files| {
+            files
+                .into_iter()
+                .map(|f| CString::new(f.into_os_string().into_vec()))
+                .collect::<Result<_, _>>()
+        })
+        .transpose()
+        .map_err(io::Error::other)?;
+    let thread_files_used = thread_files.is_some();
+    // SAFETY: the closure only calls fcntl, dup2, open, write and close,
+    // which are async-signal-safe, on memory allocated before the fork and
+    // only read in the child.
     unsafe {
         cmd.pre_exec(move || {
+            for file in thread_files.iter().flatten() {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
             // Move both ends above the target numbers first, so dup2 cannot
             // overwrite one with the other; dup2 clears close-on-exec.
             let ctl = libc::fcntl(ctl_fd, libc::F_DUPFD_CLOEXEC, 10);
@@ -304,12 +330,28 @@ pub fn spawn_wasm(
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let spawned_at = std::time::Instant::now();
+    let child = cmd.spawn().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "failed to start the Wasm container process in cgroup {}: {e}",
+                cgroup.path()
+            ),
+        )
+    })?;
     let pid = child.id();
+    log::debug!("Wasm process {pid} spawned in {:?}", spawned_at.elapsed());
     drop((ctl_r, st_w));
     let mut control = File::from(ctl_w);
     let mut status = File::from(st_r);
-    let setup = before_load(pid).and_then(|()| {
+    let setup = if thread_files_used {
+        Ok(())
+    } else {
+        cgroup.add(pid)
+    }
+    .and_then(|()| before_load(pid))
+    .and_then(|()| {
         let mut line = serde_json::to_vec(plan).map_err(io::Error::other)?;
         line.push(b'\n');
         control.write_all(&line)
@@ -336,6 +378,7 @@ pub fn spawn_wasm(
         };
         return Err(io::Error::other(msg));
     }
+    log::debug!("Wasm process {pid} loaded the app, {:?} after spawning", spawned_at.elapsed());
     Ok(SpawnedWasm { pid, control })
 }
 

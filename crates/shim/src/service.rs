@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
@@ -183,6 +183,7 @@ impl Inner {
             return;
         }
         let exit = proc.lock().exit.expect("just set");
+        log::debug!("{} (pid {pid}) exited with {}", proc.event_id(), exit.code);
         self.events.send(
             TASK_EXIT_EVENT_TOPIC,
             TaskExit {
@@ -365,9 +366,8 @@ impl Inner {
                 let resources = linux.and_then(|l| l.resources().clone());
                 let mut stdio = stdio;
                 feeder = stdio.feeder.take();
-                let spawned = spawn_wasm(&plan, stdio, |pid| {
+                let spawned = spawn_wasm(&plan, stdio, &cgroup, |pid| {
                     self.register(pid, &init);
-                    cgroup.add(pid)?;
                     if let Some(r) = &resources {
                         containerd_shim::cgroup::update_resources(pid, r).map_err(|e| {
                             std::io::Error::other(format!(
@@ -498,7 +498,9 @@ impl Task for Service {
                 format!("container {} already exists", req.id),
             ));
         }
+        let started = Instant::now();
         let pid = inner.create(&req)?;
+        log::debug!("created {} (pid {pid}) in {:?}", req.id, started.elapsed());
         Ok(CreateTaskResponse {
             pid,
             ..Default::default()
@@ -518,7 +520,10 @@ impl Task for Service {
             }
         }
         match &c.kind {
-            Kind::Wasm { .. } => start_wasm(&p),
+            Kind::Wasm { .. } => {
+                log::debug!("starting {}", p.event_id());
+                start_wasm(&p)
+            }
             Kind::Linux { runc, pending } => {
                 if req.exec_id.is_empty() {
                     runc.start()
@@ -753,9 +758,9 @@ impl Task for Service {
                     )
                 })?;
                 let feeder = stdio.feeder.take();
-                let spawned = spawn_wasm(&exec_plan, stdio, |pid| {
+                let spawned = spawn_wasm(&exec_plan, stdio, cgroup, |pid| {
                     inner.register(pid, &proc);
-                    cgroup.add(pid)
+                    Ok(())
                 })
                 .map_err(|e| {
                     lock(&inner.pids).forget(proc.lock().pid);

@@ -149,6 +149,19 @@ fn http_app_serves_in_its_netns_and_drains_on_sigterm() {
     assert!(value("cpuacct.usage") > 0, "{metrics}");
     let pids = c.ok(&["tasks", "ps", "web"]);
     assert!(pids.lines().count() >= 2, "{pids}");
+    // The app process sits in the container's cgroup in every v1 hierarchy
+    // (it moved itself there between fork and exec).
+    let pid: u32 = c
+        .ok(&["tasks", "ls"])
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .expect("pid of web");
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let expected = format!("/{}/web", c.ns);
+    for line in cgroups.lines().filter(|l| !l.starts_with("0::")) {
+        assert!(line.ends_with(&expected), "{line} in\n{cgroups}");
+    }
 
     // Update: a new memory limit lands in the cgroup.
     let mut resources = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
