@@ -91,8 +91,6 @@ struct Prepared {
 }
 
 fn prepare(plan: &WasmPlan) -> Result<Prepared> {
-    enter_namespaces(plan)?;
-    let config = config_from(plan);
     // The engine must exist before the app is loaded, so the choice between
     // the pooling (serving) and the on-demand (command) allocator is made from
     // the plan and the binary's header: under `Auto` only components can be
@@ -102,6 +100,8 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         Executor::Http => true,
         Executor::Auto => is_component(&plan.module),
     };
+    enter_namespaces(plan, serving)?;
+    let config = config_from(plan);
     let settings = if serving {
         EngineSettings::for_serve(&config)
     } else {
@@ -166,24 +166,26 @@ fn config_from(plan: &WasmPlan) -> Config {
 }
 
 /// Joins the namespaces the spec names and creates the ones it asks for
-/// without a path. Runs while the process has a single thread: `setns` and
-/// `unshare` of a network namespace act on the calling thread only, and every
-/// thread created later inherits it.
-fn enter_namespaces(plan: &WasmPlan) -> Result<()> {
+/// without a path, where a guest could tell the difference. Runs while the
+/// process has a single thread: `setns` and `unshare` of a network namespace
+/// act on the calling thread only, and every thread created later inherits it.
+///
+/// A fresh network namespace is made only for a guest that listens (an HTTP
+/// app): the shim grants guests no sockets and no outbound HTTP, so a command
+/// has no network to isolate. Fresh UTS and IPC namespaces are never made:
+/// WASI has no hostname and no System V IPC, so no guest can see either.
+/// Namespaces with a path (a pod's) are always joined, so execs and CRI pods
+/// share what the spec says they share.
+fn enter_namespaces(plan: &WasmPlan, serving: bool) -> Result<()> {
     for path in &plan.join {
         let f = File::open(path)
             .with_context(|| format!("failed to open namespace `{}`", path.display()))?;
         setns(&f, CloneFlags::empty())
             .with_context(|| format!("failed to join namespace `{}`", path.display()))?;
     }
-    let mut fresh = CloneFlags::empty();
-    fresh.set(CloneFlags::CLONE_NEWNET, plan.unshare_net);
-    fresh.set(CloneFlags::CLONE_NEWUTS, plan.unshare_uts);
-    fresh.set(CloneFlags::CLONE_NEWIPC, plan.unshare_ipc);
-    if !fresh.is_empty() {
-        unshare(fresh).context("failed to create the container's namespaces")?;
-    }
-    if plan.unshare_net {
+    if plan.unshare_net && serving {
+        unshare(CloneFlags::CLONE_NEWNET)
+            .context("failed to create the container's network namespace")?;
         crate::netns::loopback_up().context("failed to bring up `lo` in the new netns")?;
     }
     Ok(())

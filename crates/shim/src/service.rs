@@ -670,10 +670,12 @@ impl Task for Service {
                 signal_proc(e, Signal::SIGKILL);
                 let _ = e.wait_timeout(Duration::from_secs(5));
             }
+            let started = Instant::now();
             let cleanup = match &c.kind {
                 Kind::Wasm { cgroup, .. } => cgroup.delete(),
                 Kind::Linux { runc, .. } => runc.delete(),
             };
+            log::debug!("removed the cgroup of {} in {:?}", c.id, started.elapsed());
             if let Some(m) = &c.mounted {
                 unmount(m);
             }
