@@ -378,7 +378,10 @@ pub fn spawn_wasm(
         };
         return Err(io::Error::other(msg));
     }
-    log::debug!("Wasm process {pid} loaded the app, {:?} after spawning", spawned_at.elapsed());
+    log::debug!(
+        "Wasm process {pid} loaded the app, {:?} after spawning",
+        spawned_at.elapsed()
+    );
     Ok(SpawnedWasm { pid, control })
 }
 
