@@ -18,6 +18,8 @@ bash guests/install-toolchain.sh
 
 log "containerd, runc and friends for the shim's containerd tier"
 bash scripts/install-containerd.sh
+WISP_CONTAINERD2_BIN="$(bash scripts/install-containerd2.sh)"
+export WISP_CONTAINERD2_BIN
 
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
     rustup component add clippy rustfmt

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod containerd2;
 mod images;
 mod lifecycle;
 mod linux;

@@ -21,10 +21,30 @@ pub struct Containerd {
     pub ns: String,
     daemon: Option<Child>,
     events: Option<Child>,
+    /// Where `containerd` and `ctr` come from: PATH (Debian's 1.6), or a
+    /// containerd 2.x build (see `start_v2`).
+    bin: Option<PathBuf>,
 }
 
 impl Containerd {
     pub fn start() -> Self {
+        Self::start_from(None)
+    }
+
+    /// A containerd 2.x built by `scripts/install-containerd2.sh`, whose bin
+    /// directory `WISP_CONTAINERD2_BIN` names (scripts/test.sh sets it).
+    pub fn start_v2() -> Self {
+        let bin = std::env::var_os("WISP_CONTAINERD2_BIN")
+            .map(PathBuf::from)
+            .filter(|b| b.join("containerd").is_file())
+            .expect(
+                "WISP_CONTAINERD2_BIN names no containerd 2.x build: run \
+                 `export WISP_CONTAINERD2_BIN=$(bash scripts/install-containerd2.sh)`",
+            );
+        Self::start_from(Some(bin))
+    }
+
+    fn start_from(bin: Option<PathBuf>) -> Self {
         // Unix socket paths are limited to 108 bytes: keep the dir short.
         let dir = tempfile::Builder::new()
             .prefix("wctd-")
@@ -35,7 +55,7 @@ impl Containerd {
             r#"version = 2
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing", "io.containerd.grpc.v1.cri"]
+disabled_plugins = [{disabled}]
 [grpc]
   address = "{d}/containerd.sock"
 [ttrpc]
@@ -43,7 +63,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
 "#,
-            d = d.display()
+            d = d.display(),
+            disabled = disabled_plugins(bin.is_some())
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         std::fs::create_dir_all(d.join("bin")).unwrap();
@@ -59,6 +80,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             ns,
             daemon: None,
             events: None,
+            bin,
         };
         c.spawn_daemon();
         c
@@ -76,7 +98,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .append(true)
             .open(d.join("containerd.log"))
             .unwrap();
-        let child = Command::new("containerd")
+        let child = Command::new(self.tool("containerd"))
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
@@ -172,6 +194,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         }
     }
 
+    /// `containerd` or `ctr` of this instance's version.
+    fn tool(&self, name: &str) -> PathBuf {
+        self.bin
+            .as_ref()
+            .map_or_else(|| PathBuf::from(name), |b| b.join(name))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
@@ -183,7 +212,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("timeout");
         cmd.arg("60")
-            .arg("ctr")
+            .arg(self.tool("ctr"))
             .arg("--address")
             .arg(self.address())
             .arg("-n")
@@ -435,6 +464,32 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// The plugins a test containerd does without: snapshotters that cannot load
+/// here, tracing, and the CRI (the CRI tier runs its own).
+fn disabled_plugins(v2: bool) -> String {
+    let mut names = vec![
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.snapshotter.v1.aufs",
+        "io.containerd.tracing.processor.v1.otlp",
+        "io.containerd.internal.v1.tracing",
+        "io.containerd.grpc.v1.cri",
+    ];
+    if v2 {
+        names.extend([
+            "io.containerd.snapshotter.v1.erofs",
+            "io.containerd.cri.v1.images",
+            "io.containerd.cri.v1.runtime",
+        ]);
+    }
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn sha256(b: &[u8]) -> String {
