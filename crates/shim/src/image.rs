@@ -9,14 +9,13 @@
 //! nothing.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{GetContainerRequest, GetImageRequest, ReadContentRequest};
 use containerd_client::tonic::{self, Request};
-use sha2::{Digest as _, Sha256};
 use wisp_oci::media_type;
 use wisp_oci::spec::{Descriptor, Index, Manifest};
 
@@ -80,6 +79,8 @@ pub enum ImageError {
     DigestMismatch { image: String, digest: String },
     #[error("image `{image}`: invalid digest `{digest}`")]
     BadDigest { image: String, digest: String },
+    #[error("failed to start the async runtime for containerd's API: {0}")]
+    Runtime(#[source] std::io::Error),
     #[error("failed to store layer {digest} in {}: {source}", .dir.display())]
     Store {
         digest: String,
@@ -129,11 +130,7 @@ impl ImageSource {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| ImageError::Store {
-                digest: String::new(),
-                dir: self.blobs.clone(),
-                source,
-            })?;
+            .map_err(ImageError::Runtime)?;
         rt.block_on(self.fetch(container_id, program))
     }
 
@@ -317,30 +314,12 @@ impl ImageSource {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(store_err)?;
-        let mut tmp = tempfile_in(&dir).map_err(store_err)?;
-        tmp.1.write_all(&bytes).map_err(store_err)?;
-        tmp.1.sync_all().map_err(store_err)?;
-        std::fs::rename(&tmp.0, &path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp.0);
-            store_err(e)
-        })?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(store_err)?;
+        tmp.write_all(&bytes).map_err(store_err)?;
+        tmp.as_file().sync_all().map_err(store_err)?;
+        tmp.persist(&path).map_err(|e| store_err(e.error))?;
         Ok(path)
     }
-}
-
-/// A uniquely named new file in `dir`.
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let mut seed = Sha256::new();
-    seed.update(std::process::id().to_le_bytes());
-    seed.update(format!("{:?}", std::time::SystemTime::now()));
-    seed.update(format!("{:?}", std::thread::current().id()));
-    let name = format!(".tmp-{}", hex::encode(&seed.finalize()[..8]));
-    let path = dir.join(name);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    Ok((path, file))
 }
 
 /// The manifest of an index to run: a Wasm platform first, then this
