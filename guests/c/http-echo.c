@@ -15,14 +15,18 @@
  *                      out, then traps (never responds)
  *   /env?name=X        200 with the value of X (wasi:cli/environment),
  *                      or 404 "unset\n"
+ *   /log?n=N&tag=T     writes "T out I\n" to stdout and "T err I\n" to stderr
+ *                      for I in 0..N, one write per line, then 200 "logged N\n"
  *   anything else      200 "hello from wisp\n"
  *
  * Every response has content-type: text/plain.
  * Bindings: wit-bindgen c, world wisp:guests/http-echo (guests/wit).
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "http_echo.h"
 
@@ -378,6 +382,26 @@ static void route_env(wasi_http_types_own_response_outparam_t out, const char *q
         respond_str(out, 404, "unset\n");
 }
 
+static void route_log(wasi_http_types_own_response_outparam_t out, const char *q, size_t qlen) {
+    char *n_s = query_param(q, qlen, "n");
+    char *tag = query_param(q, qlen, "tag");
+    long n = n_s ? strtol(n_s, NULL, 10) : 1;
+    char line[256];
+    for (long i = 0; i < n; i++) {
+        /* One write per line: lines of concurrent instances never interleave. */
+        int len = snprintf(line, sizeof line, "%s out %ld\n", tag ? tag : "log", i);
+        if (write(1, line, (size_t)len) < 0)
+            break;
+        len = snprintf(line, sizeof line, "%s err %ld\n", tag ? tag : "log", i);
+        if (write(2, line, (size_t)len) < 0)
+            break;
+    }
+    free(n_s);
+    free(tag);
+    snprintf(line, sizeof line, "logged %ld\n", n);
+    respond_str(out, 200, line);
+}
+
 static void bomb(void) {
     for (;;) {
         volatile uint8_t *p = malloc(1 << 20);
@@ -426,6 +450,8 @@ void exports_wasi_http_incoming_handler_handle(
             bomb();
         } else if (path_is(path, plen, "/env")) {
             route_env(out, q, qlen);
+        } else if (path_is(path, plen, "/log")) {
+            route_log(out, q, qlen);
         } else {
             respond_str(out, 200, "hello from wisp\n");
         }

@@ -2,6 +2,10 @@
 //! containerd (Debian's 1.6), driven with `ctr` as a user would. Needs root,
 //! containerd, runc, busybox-static and iproute2 (scripts/test.sh installs them).
 
+#[path = "../common/host.rs"]
+mod host;
+#[path = "../common/layouts.rs"]
+mod layouts;
 mod support;
 
 mod containerd2;

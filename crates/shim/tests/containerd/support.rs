@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
+pub use crate::host::processes_matching;
+pub use crate::layouts::write_layout;
+use crate::layouts::{busybox_entries, linux_image};
 
 static NEXT_NS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 pub const WISP: &str = "io.containerd.wisp.v1";
@@ -423,7 +425,7 @@ disabled_plugins = [{disabled}]
     pub fn import_busybox(&self) -> String {
         let reference = "docker.io/wisp-test/busybox:latest".to_string();
         let tar = self.dir.path().join("busybox.tar");
-        linux_image(&reference, &tar);
+        linux_image(&reference, &tar, &busybox_entries(), &["/bin/sh"]);
         self.import(&tar);
         reference
     }
@@ -490,101 +492,6 @@ fn disabled_plugins(v2: bool) -> String {
         .map(|n| format!("\"{n}\""))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-/// Writes an OCI image archive (linux/amd64) of busybox-static.
-fn linux_image(reference: &str, out: &Path) {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static is installed");
-    let mut layer = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o755);
-    header.set_size(0);
-    layer
-        .append_data(&mut header.clone(), "bin/", &[][..])
-        .unwrap();
-    layer
-        .append_data(&mut header.clone(), "tmp/", &[][..])
-        .unwrap();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(busybox.len() as u64);
-    layer
-        .append_data(&mut header, "bin/busybox", &busybox[..])
-        .unwrap();
-    for tool in [
-        "sh", "echo", "sleep", "cat", "ls", "wget", "httpd", "true", "false",
-    ] {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Symlink);
-        h.set_size(0);
-        h.set_mode(0o777);
-        layer
-            .append_link(&mut h, format!("bin/{tool}"), "busybox")
-            .unwrap();
-    }
-    let tar_bytes = layer.into_inner().unwrap();
-    let diff_id = sha256(&tar_bytes);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar_bytes).unwrap();
-    let layer_gz = gz.finish().unwrap();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    }))
-    .unwrap();
-    write_layout(
-        reference,
-        out,
-        ("application/vnd.oci.image.config.v1+json", &config),
-        &[("application/vnd.oci.image.layer.v1.tar+gzip", &layer_gz)],
-        ("linux", "amd64"),
-    );
-}
-
-/// Writes an OCI image-layout archive of one manifest, for images wisp-oci
-/// would refuse to build (a busybox image, unknown media types).
-pub fn write_layout(
-    reference: &str,
-    out: &Path,
-    config: (&str, &[u8]),
-    layers: &[(&str, &[u8])],
-    (os, arch): (&str, &str),
-) {
-    let descriptor = |(media, bytes): (&str, &[u8])| serde_json::json!({"mediaType": media, "digest": sha256(bytes), "size": bytes.len()});
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descriptor(config),
-        "layers": layers.iter().copied().map(descriptor).collect::<Vec<_>>(),
-    }))
-    .unwrap();
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&manifest), "size": manifest.len(),
-            "platform": {"architecture": arch, "os": os},
-            "annotations": {"io.containerd.image.name": reference, "org.opencontainers.image.ref.name": "latest"}}],
-    }))
-    .unwrap();
-    let mut archive = tar::Builder::new(std::fs::File::create(out).unwrap());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        archive.append_data(&mut h, name, data).unwrap();
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json", &index);
-    let mut blobs = vec![config.1, &manifest[..]];
-    blobs.extend(layers.iter().map(|l| l.1));
-    for blob in blobs {
-        add(&format!("blobs/sha256/{}", &sha256(blob)[7..]), blob);
-    }
-    archive.finish().unwrap();
 }
 
 /// A network namespace of the test's own, with `lo` up; removed on drop.
@@ -659,21 +566,6 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .output();
     }
-}
-
-/// Pids of the processes whose command line contains both `name` and
-/// `needle` (e.g. a shim binary and this containerd's address).
-pub fn processes_matching(name: &str, needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.contains(name) && cmdline.contains(needle)).then_some(pid)
-        })
-        .collect()
 }
 
 /// Parses `ctr task ls` into (status) for `id`.

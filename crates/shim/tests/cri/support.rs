@@ -1,0 +1,754 @@
+//! A private containerd with the CRI plugin, driven over the CRI gRPC API the
+//! way kubelet drives it (crates.io `k8s-cri`, API v1).
+//!
+//! Each [`Cri`] owns: a work dir under /tmp (containerd's root, state,
+//! sockets, the CNI config and IPAM data, pod logs), a CNI bridge of its own
+//! on a private /24 that exists only inside this VM, a static pause image in
+//! the `k8s.io` namespace, the `wisp` handler (containerd-shim-wisp-v1 first
+//! on containerd's PATH) and the `runc` handler, and a cgroup parent of its
+//! own. Drop tears down in the order `../shared/notes/cri.md` gives: pods
+//! through CRI, then containerd, then mounts, cgroups and the bridge.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+
+pub use crate::host::processes_matching;
+use crate::layouts::{Entry, busybox_entries, layer_image, linux_image};
+
+/// The RuntimeClass handlers this containerd knows.
+pub const WISP: &str = "wisp";
+pub const RUNC: &str = "runc";
+
+/// The sandbox image (CRI's `sandbox_image`), imported at start.
+pub const PAUSE_IMAGE: &str = "docker.io/wisp-test/pause:3.10";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub struct Cri {
+    pub dir: tempfile::TempDir,
+    daemon: Option<Child>,
+    /// The CNI bridge (also the host's route to the pods).
+    pub bridge: String,
+    /// `10.x.y` of the pods' /24.
+    pub subnet: String,
+    /// Top cgroup of every pod of this instance (cgroupfs driver).
+    pub cgroup_root: String,
+    rt: tokio::runtime::Runtime,
+    rs: RuntimeServiceClient<Channel>,
+    is: ImageServiceClient<Channel>,
+}
+
+/// A pod started with RunPodSandbox.
+pub struct Pod {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub ip: String,
+}
+
+impl Cri {
+    pub fn start() -> Self {
+        // Unix socket paths are limited to 108 bytes: keep the dir short.
+        let dir = tempfile::Builder::new()
+            .prefix("wcri-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let bridge = format!("wcri{}-{n}", pid % 100_000);
+        let subnet = free_subnet(pid, n);
+        let cgroup_root = format!("wisp-cri-{pid}-{n}");
+        for sub in ["bin", "cni", "ipam", "logs"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        symlink(
+            env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"),
+            d.join("bin/containerd-shim-wisp-v1"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("cni/10-wisp.conflist"),
+            serde_json::to_vec_pretty(&serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": format!("wisp-test-{pid}-{n}"),
+                "plugins": [{
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
+                        "dataDir": d.join("ipam"),
+                    },
+                }],
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [{disabled}]
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "{RUNC}"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC}.options]
+        Root = "{d}/runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{WISP}]
+      runtime_type = "io.containerd.wisp.v1"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
+    max_conf_num = 1
+"#,
+            d = d.display(),
+            disabled = [
+                "io.containerd.snapshotter.v1.btrfs",
+                "io.containerd.snapshotter.v1.zfs",
+                "io.containerd.snapshotter.v1.devmapper",
+                "io.containerd.snapshotter.v1.aufs",
+                "io.containerd.tracing.processor.v1.otlp",
+                "io.containerd.internal.v1.tracing",
+            ]
+            .map(|p| format!("\"{p}\""))
+            .join(", "),
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+
+        let path = format!(
+            "{}:{}",
+            d.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("WISP_CACHE_DIR", d.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd is installed (scripts/install-containerd.sh)");
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let socket = d.join("containerd.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let channel = loop {
+            if socket.exists()
+                && let Ok(ch) = rt.block_on(containerd_client::connect(&socket))
+            {
+                break ch;
+            }
+            assert!(Instant::now() < deadline, "containerd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let cri = Self {
+            rs: RuntimeServiceClient::new(channel.clone()),
+            is: ImageServiceClient::new(channel),
+            dir,
+            daemon: Some(daemon),
+            bridge,
+            subnet,
+            cgroup_root,
+            rt,
+        };
+        // The CRI plugin serves once it has loaded (and found the CNI config).
+        loop {
+            let mut rs = cri.rs.clone();
+            match cri
+                .rt
+                .block_on(rs.version(VersionRequest::default()))
+                .map(|r| r.into_inner())
+            {
+                Ok(v) if !v.runtime_name.is_empty() => break,
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the CRI plugin did not start:\n{}",
+                cri.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cri.import_pause();
+        cri
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    pub fn address(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+
+    /// Runs a CRI call: `cri.call(|mut rs| async move { rs.x(req).await })`.
+    pub fn call<T>(
+        &self,
+        f: impl AsyncFnOnce(RuntimeServiceClient<Channel>) -> Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, tonic::Status> {
+        self.rt
+            .block_on(f(self.rs.clone()))
+            .map(tonic::Response::into_inner)
+    }
+
+    /// `ctr -n k8s.io ARGS`, which must succeed.
+    #[track_caller]
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg("ctr")
+            .arg("--address")
+            .arg(self.address())
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Imports an OCI image archive into the `k8s.io` namespace, where the
+    /// CRI plugin sees it (`--all-platforms`: Wasm images are `wasi/wasm`).
+    pub fn import(&self, tar: &Path) {
+        self.ctr(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
+    }
+
+    fn import_pause(&self) {
+        let tar = self.dir.path().join("pause.tar");
+        linux_image(
+            PAUSE_IMAGE,
+            &tar,
+            &[Entry::file("pause", pause_binary().to_vec(), 0o755)],
+            &["/pause"],
+        );
+        self.import(&tar);
+    }
+
+    /// A runwasi-style Wasm image (the rootfs holds `/app.wasm`).
+    pub fn import_wasm(&self, name: &str, wasm: &Path) -> String {
+        let reference = format!("docker.io/wisp-test/{name}:latest");
+        let opts = wisp_oci::BuildOptions {
+            reference: reference.parse().unwrap(),
+            shape: wisp_oci::Shape::Image,
+            env: Vec::new(),
+            args: Vec::new(),
+            created: 0,
+            author: None,
+        };
+        let image = wisp_oci::build_image(&std::fs::read(wasm).unwrap(), &opts).unwrap();
+        let tar = self.dir.path().join(format!("{name}.tar"));
+        image.write_tar(&tar).unwrap();
+        self.import(&tar);
+        reference
+    }
+
+    /// A Wasm image (`wasi/wasm`) whose rootfs holds the app as `/app.wasm`
+    /// (its entrypoint) and WASI commands under `/tools`, for exec.
+    pub fn import_wasm_app(&self, name: &str, app: &Path, tools: &[(&str, &Path)]) -> String {
+        let reference = format!("docker.io/wisp-test/{name}:latest");
+        let tar = self.dir.path().join(format!("{name}.tar"));
+        let mut entries = vec![
+            Entry::file("app.wasm", std::fs::read(app).unwrap(), 0o644),
+            Entry::Dir("tools/".into()),
+        ];
+        for (file, path) in tools {
+            entries.push(Entry::file(
+                &format!("tools/{file}"),
+                std::fs::read(path).unwrap(),
+                0o644,
+            ));
+        }
+        layer_image(&reference, &tar, &entries, &["/app.wasm"], ("wasi", "wasm"));
+        self.import(&tar);
+        reference
+    }
+
+    /// busybox-static as a Linux image (sidecars, the runc control pod).
+    pub fn import_busybox(&self) -> String {
+        let reference = "docker.io/wisp-test/busybox:latest".to_string();
+        let tar = self.dir.path().join("busybox.tar");
+        let mut entries = busybox_entries();
+        entries.push(Entry::Dir("www/".into()));
+        entries.push(Entry::file(
+            "www/index.html",
+            b"hello from busybox\n".to_vec(),
+            0o644,
+        ));
+        linux_image(&reference, &tar, &entries, &["/bin/sh"]);
+        self.import(&tar);
+        reference
+    }
+
+    /// The PodSandboxConfig kubelet sends for a pod `name` (cgroupfs driver,
+    /// pod-wide network and ipc, a pid namespace per container).
+    pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let uid = format!("{name}-uid-{n}");
+        let log_directory = self.dir.path().join("logs").join(&uid);
+        std::fs::create_dir_all(&log_directory).unwrap();
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: uid.clone(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: log_directory.to_string_lossy().into_owned(),
+            labels: HashMap::from([
+                ("io.kubernetes.pod.name".into(), name.into()),
+                ("io.kubernetes.pod.namespace".into(), "default".into()),
+                ("io.kubernetes.pod.uid".into(), uid.clone()),
+            ]),
+            linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}/pod{uid}", self.cgroup_root),
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Pod as i32,
+                        pid: NamespaceMode::Container as i32,
+                        ipc: NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox with `handler`, then the pod's IP from its status.
+    pub fn run_pod(&self, name: &str, handler: &str) -> Pod {
+        let config = self.pod_config(name);
+        let req = RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        };
+        let id = self
+            .call(async |mut rs| rs.run_pod_sandbox(req).await)
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name} ({handler}): {e}\n{}", self.log()))
+            .pod_sandbox_id;
+        let ip = self.pod_ip(&id);
+        Pod { id, config, ip }
+    }
+
+    pub fn pod_status(&self, id: &str) -> PodSandboxStatus {
+        let req = PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        };
+        self.call(async |mut rs| rs.pod_sandbox_status(req).await)
+            .unwrap()
+            .status
+            .expect("a pod status")
+    }
+
+    pub fn pod_ip(&self, id: &str) -> String {
+        self.pod_status(id)
+            .network
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty())
+            .expect("the pod has an IP")
+    }
+
+    /// CreateContainer in `pod`; returns the container id.
+    #[track_caller]
+    pub fn create(&self, pod: &Pod, config: ContainerConfig) -> String {
+        self.try_create(pod, config)
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}"))
+    }
+
+    pub fn try_create(&self, pod: &Pod, config: ContainerConfig) -> Result<String, tonic::Status> {
+        let req = CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        self.call(async |mut rs| rs.create_container(req).await)
+            .map(|r| r.container_id)
+    }
+
+    #[track_caller]
+    pub fn start_container(&self, id: &str) {
+        let req = StartContainerRequest {
+            container_id: id.into(),
+        };
+        if let Err(e) = self.call(async |mut rs| rs.start_container(req).await) {
+            panic!("StartContainer {id}: {e}");
+        }
+    }
+
+    /// CreateContainer + StartContainer.
+    #[track_caller]
+    pub fn run(&self, pod: &Pod, config: ContainerConfig) -> String {
+        let id = self.create(pod, config);
+        self.start_container(&id);
+        id
+    }
+
+    pub fn status(&self, id: &str) -> ContainerStatus {
+        let req = ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        };
+        self.call(async |mut rs| rs.container_status(req).await)
+            .unwrap()
+            .status
+            .expect("a container status")
+    }
+
+    /// Polls ContainerStatus until the container has exited.
+    #[track_caller]
+    pub fn wait_exited(&self, id: &str) -> ContainerStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status(id);
+            if s.state == ContainerState::ContainerExited as i32 {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{id} did not exit: {s:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn exec_sync(&self, id: &str, cmd: &[&str]) -> ExecSyncResponse {
+        let req = ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 30,
+        };
+        self.call(async |mut rs| rs.exec_sync(req).await)
+            .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
+    }
+
+    pub fn stop_container(&self, id: &str, grace_secs: i64) {
+        let req = StopContainerRequest {
+            container_id: id.into(),
+            timeout: grace_secs,
+        };
+        self.call(async |mut rs| rs.stop_container(req).await)
+            .unwrap_or_else(|e| panic!("StopContainer {id}: {e}"));
+    }
+
+    pub fn remove_container(&self, id: &str) {
+        let req = RemoveContainerRequest {
+            container_id: id.into(),
+        };
+        self.call(async |mut rs| rs.remove_container(req).await)
+            .unwrap_or_else(|e| panic!("RemoveContainer {id}: {e}"));
+    }
+
+    pub fn stats(&self, id: &str) -> ContainerStats {
+        let req = ContainerStatsRequest {
+            container_id: id.into(),
+        };
+        self.call(async |mut rs| rs.container_stats(req).await)
+            .unwrap_or_else(|e| panic!("ContainerStats {id}: {e}"))
+            .stats
+            .expect("stats")
+    }
+
+    pub fn list_stats(&self, pod: &Pod) -> Vec<ContainerStats> {
+        let req = ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: pod.id.clone(),
+                ..Default::default()
+            }),
+        };
+        self.call(async |mut rs| rs.list_container_stats(req).await)
+            .unwrap()
+            .stats
+    }
+
+    /// StopPodSandbox + RemovePodSandbox.
+    pub fn remove_pod(&self, id: &str) {
+        let req = StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.call(async |mut rs| rs.stop_pod_sandbox(req).await)
+            .unwrap_or_else(|e| panic!("StopPodSandbox {id}: {e}\n{}", self.log()));
+        let req = RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        };
+        self.call(async |mut rs| rs.remove_pod_sandbox(req).await)
+            .unwrap_or_else(|e| panic!("RemovePodSandbox {id}: {e}\n{}", self.log()));
+    }
+
+    /// The CRI log file of a container, as `(stream, tag, text)` per line.
+    pub fn log_lines(&self, pod: &Pod, container: &ContainerConfig) -> Vec<LogLine> {
+        let path = Path::new(&pod.config.log_directory).join(&container.log_path);
+        parse_cri_log(&std::fs::read_to_string(&path).unwrap_or_default())
+    }
+
+    /// Everything of this instance's pods still present in cgroupfs, below
+    /// the pod level (container cgroups; pod cgroups are kubelet's).
+    pub fn container_cgroups(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let root = controller.path().join(&self.cgroup_root);
+            for pod in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                for c in std::fs::read_dir(pod.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if c.path().is_dir() {
+                        found.push(c.path());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Mounts under this instance's work dir (rootfs, netns, shm).
+    pub fn mounts(&self) -> Vec<String> {
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&dir))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Shim processes (wisp or runc) serving this containerd.
+    pub fn shims(&self) -> Vec<u32> {
+        let address = self.address().to_string_lossy().into_owned();
+        let mut pids = processes_matching("containerd-shim-wisp-v1", &address);
+        pids.extend(processes_matching("containerd-shim-runc-v2", &address));
+        pids
+    }
+}
+
+impl Drop for Cri {
+    fn drop(&mut self) {
+        // Pods first, through CRI, while containerd runs.
+        let mut rs = self.rs.clone();
+        if let Ok(pods) = self
+            .rt
+            .block_on(rs.list_pod_sandbox(ListPodSandboxRequest::default()))
+        {
+            for pod in pods.into_inner().items {
+                let _ = self.rt.block_on(rs.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                }));
+                let _ = self
+                    .rt
+                    .block_on(rs.remove_pod_sandbox(RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id,
+                    }));
+            }
+        }
+        if let Some(mut c) = self.daemon.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
+        // A test that failed half-way may leave shims: they are ours.
+        for pid in self.shims() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::SIGKILL,
+            );
+        }
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        // Pod cgroups (kubelet's job) and anything a failed test left.
+        for controller in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            remove_cgroup_tree(&controller.path().join(&self.cgroup_root));
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// Removes a cgroup directory and its children, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if child.path().is_dir() {
+            remove_cgroup_tree(&child.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// A /24 (as `10.x.y`) that no route on this machine uses yet.
+fn free_subnet(pid: u32, n: u32) -> String {
+    let routes = Command::new("ip")
+        .args(["-4", "route", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut k = (pid.wrapping_mul(7) + n) % 4000;
+    loop {
+        let subnet = format!("10.{}.{}", 200 + k / 250, k % 250);
+        if !routes.contains(&format!("{subnet}.")) {
+            return subnet;
+        }
+        k = (k + 1) % 4000;
+    }
+}
+
+/// The static pause binary, compiled once per test process from pause.c.
+fn pause_binary() -> &'static [u8] {
+    static PAUSE: OnceLock<Vec<u8>> = OnceLock::new();
+    PAUSE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("pause");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cri/pause.c");
+        let status = Command::new("cc")
+            .args(["-static", "-Os", "-s", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("a C compiler (gcc, libc6-dev) is installed");
+        assert!(status.success(), "cc -static {}", src.display());
+        std::fs::read(&out).unwrap()
+    })
+}
+
+/// kubelet's ContainerConfig for a container `name` of `image`: log path
+/// `<name>/<attempt>.log`, the pod's network and ipc, a pid namespace of its own.
+pub fn container(name: &str, image: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("io.kubernetes.container.name".into(), name.into())]),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                cpu_shares: 2,
+                ..Default::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn env(config: &mut ContainerConfig, pairs: &[(&str, &str)]) {
+    config.envs.extend(pairs.iter().map(|(k, v)| KeyValue {
+        key: k.to_string(),
+        value: v.to_string(),
+    }));
+}
+
+/// One line of a CRI log file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub stream: String,
+    /// `F` (full line) or `P` (partial).
+    pub tag: String,
+    pub text: String,
+}
+
+/// Parses `<RFC3339Nano> <stdout|stderr> <F|P> <text>` lines.
+pub fn parse_cri_log(text: &str) -> Vec<LogLine> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let _time = parts.next()?;
+            Some(LogLine {
+                stream: parts.next()?.into(),
+                tag: parts.next()?.into(),
+                text: parts.next().unwrap_or_default().into(),
+            })
+        })
+        .collect()
+}
+
+/// An HTTP/1.0 GET (no chunking); `(status, body)`, or None if nothing accepts.
+pub fn http_get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = format!("{ip}:{port}").parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// Polls `http_get` until it answers 200 (a readiness probe); the body.
+#[track_caller]
+pub fn wait_ready(ip: &str, port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((200, body)) = http_get(ip, port, path) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ip}:{port}{path} never answered 200"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
