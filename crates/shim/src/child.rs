@@ -157,6 +157,12 @@ fn config_from(plan: &WasmPlan) -> Config {
         })
         .collect();
     config.capabilities.env = plan.env.clone();
+    // Validated when the plan was made.
+    config.capabilities.allow_outbound = plan
+        .allow_outbound
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
     config.limits.max_memory = plan.max_memory.map(ByteSize);
     config.server.listen = plan.listen;
     config.server.max_concurrent_requests = POD_MAX_CONCURRENT_REQUESTS;

@@ -22,6 +22,10 @@ pub const EXECUTOR_ENV: &str = "WISP_EXECUTOR";
 pub const LISTEN_ENV: &str = "WISP_LISTEN";
 /// Guest env var with the listen port of an HTTP app (Knative/Cloud Run style).
 pub const PORT_ENV: &str = "PORT";
+/// Guest env var granting outbound destinations (wasi:http, wasi:sockets):
+/// comma-separated `SCHEME://HOST[:PORT]` patterns, as `wisp run
+/// --allow-outbound` takes them. Unset, the guest reaches nothing.
+pub const ALLOW_OUTBOUND_ENV: &str = "WISP_ALLOW_OUTBOUND";
 /// Where an HTTP app listens when its env names no address or port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
@@ -106,6 +110,8 @@ pub struct WasmPlan {
     pub unshare_ipc: bool,
     pub executor: Executor,
     pub listen: SocketAddr,
+    /// Outbound destinations granted (validated patterns).
+    pub allow_outbound: Vec<String>,
     /// Linear-memory cap per instance, from the spec's memory limit.
     pub max_memory: Option<u64>,
     /// Compiled-code cache shared by every container on the node.
@@ -325,6 +331,7 @@ pub fn wasm_plan(
         }
     };
     let listen = listen_address(&env)?;
+    let allow_outbound = allow_outbound(&env)?;
     let mut plan = WasmPlan {
         id: id.into(),
         module,
@@ -337,6 +344,7 @@ pub fn wasm_plan(
         unshare_ipc: false,
         executor,
         listen,
+        allow_outbound,
         max_memory: None,
         cache_dir: host.cache_dir.clone(),
         threads: host.cpus.max(1),
@@ -394,6 +402,25 @@ fn listen_address(env: &BTreeMap<String, String>) -> Result<SocketAddr, PlanErro
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
     Ok(DEFAULT_LISTEN.parse().expect("valid default"))
+}
+
+fn allow_outbound(env: &BTreeMap<String, String>) -> Result<Vec<String>, PlanError> {
+    let Some(list) = env.get(ALLOW_OUTBOUND_ENV) else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<wisp_runtime::config::OutboundPattern>()
+                .map(|_| p.to_string())
+                .map_err(|e| PlanError::BadEnv {
+                    name: ALLOW_OUTBOUND_ENV,
+                    value: list.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// Builds the plan of an exec'd WASI command from the init's plan: the same
@@ -650,6 +677,20 @@ mod tests {
         assert!(err.contains("invalid PORT `http`"), "{err}");
         let err = plan(&["WISP_EXECUTOR=fast"]).unwrap_err().to_string();
         assert!(err.contains("WISP_EXECUTOR"), "{err}");
+        assert!(plan(&[]).unwrap().allow_outbound.is_empty());
+        assert_eq!(
+            plan(&["WISP_ALLOW_OUTBOUND=http://localhost:8081, https://*.example.com"])
+                .unwrap()
+                .allow_outbound,
+            ["http://localhost:8081", "https://*.example.com"]
+        );
+        let err = plan(&["WISP_ALLOW_OUTBOUND=localhost"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid WISP_ALLOW_OUTBOUND `localhost`"),
+            "{err}"
+        );
     }
 
     #[test]

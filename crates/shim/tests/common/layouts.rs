@@ -48,7 +48,7 @@ pub fn busybox_entries() -> Vec<Entry> {
 
 /// Writes an OCI image archive (linux/amd64) of one tar.gz layer.
 pub fn linux_image(reference: &str, out: &Path, entries: &[Entry], cmd: &[&str]) {
-    layer_image(reference, out, entries, cmd, ("linux", "amd64"));
+    layer_image(reference, out, entries, &[], cmd, ("linux", "amd64"));
 }
 
 /// Writes an OCI image archive of one tar.gz layer for `platform`
@@ -57,6 +57,7 @@ pub fn layer_image(
     reference: &str,
     out: &Path,
     entries: &[Entry],
+    entrypoint: &[&str],
     cmd: &[&str],
     (os, arch): (&str, &str),
 ) {
@@ -91,7 +92,7 @@ pub fn layer_image(
     let layer_gz = gz.finish().unwrap();
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": arch, "os": os,
-        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
+        "config": {"Env": ["PATH=/bin"], "Entrypoint": entrypoint, "Cmd": cmd},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }))
     .unwrap();

@@ -9,4 +9,6 @@ mod host;
 mod layouts;
 mod support;
 
+mod jobs;
+mod mixed;
 mod pods;

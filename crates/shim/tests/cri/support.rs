@@ -19,7 +19,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
@@ -41,13 +40,10 @@ pub struct Cri {
     daemon: Option<Child>,
     /// The CNI bridge (also the host's route to the pods).
     pub bridge: String,
-    /// `10.x.y` of the pods' /24.
-    pub subnet: String,
     /// Top cgroup of every pod of this instance (cgroupfs driver).
     pub cgroup_root: String,
     rt: tokio::runtime::Runtime,
     rs: RuntimeServiceClient<Channel>,
-    is: ImageServiceClient<Channel>,
 }
 
 /// A pod started with RunPodSandbox.
@@ -178,12 +174,10 @@ disabled_plugins = [{disabled}]
             std::thread::sleep(Duration::from_millis(20));
         };
         let cri = Self {
-            rs: RuntimeServiceClient::new(channel.clone()),
-            is: ImageServiceClient::new(channel),
+            rs: RuntimeServiceClient::new(channel),
             dir,
             daemon: Some(daemon),
             bridge,
-            subnet,
             cgroup_root,
             rt,
         };
@@ -265,24 +259,6 @@ disabled_plugins = [{disabled}]
         self.import(&tar);
     }
 
-    /// A runwasi-style Wasm image (the rootfs holds `/app.wasm`).
-    pub fn import_wasm(&self, name: &str, wasm: &Path) -> String {
-        let reference = format!("docker.io/wisp-test/{name}:latest");
-        let opts = wisp_oci::BuildOptions {
-            reference: reference.parse().unwrap(),
-            shape: wisp_oci::Shape::Image,
-            env: Vec::new(),
-            args: Vec::new(),
-            created: 0,
-            author: None,
-        };
-        let image = wisp_oci::build_image(&std::fs::read(wasm).unwrap(), &opts).unwrap();
-        let tar = self.dir.path().join(format!("{name}.tar"));
-        image.write_tar(&tar).unwrap();
-        self.import(&tar);
-        reference
-    }
-
     /// A Wasm image (`wasi/wasm`) whose rootfs holds the app as `/app.wasm`
     /// (its entrypoint) and WASI commands under `/tools`, for exec.
     pub fn import_wasm_app(&self, name: &str, app: &Path, tools: &[(&str, &Path)]) -> String {
@@ -299,7 +275,14 @@ disabled_plugins = [{disabled}]
                 0o644,
             ));
         }
-        layer_image(&reference, &tar, &entries, &["/app.wasm"], ("wasi", "wasm"));
+        layer_image(
+            &reference,
+            &tar,
+            &entries,
+            &["/app.wasm"],
+            &[],
+            ("wasi", "wasm"),
+        );
         self.import(&tar);
         reference
     }
@@ -460,6 +443,19 @@ disabled_plugins = [{disabled}]
         };
         self.call(async |mut rs| rs.exec_sync(req).await)
             .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}"))
+    }
+
+    /// ListContainers of a sandbox.
+    pub fn containers(&self, pod: &str) -> Vec<Container> {
+        let req = ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod.into(),
+                ..Default::default()
+            }),
+        };
+        self.call(async |mut rs| rs.list_containers(req).await)
+            .unwrap()
+            .containers
     }
 
     pub fn stop_container(&self, id: &str, grace_secs: i64) {

@@ -1,0 +1,100 @@
+//! A mixed pod: a Wasm app and a busybox sidecar (a real Linux container run
+//! by runc under the wisp shim) share the pod's network namespace.
+
+use wisp_test_guests as guests;
+
+use crate::support::{Cri, WISP, container, env, http_get, wait_ready};
+
+#[test]
+fn a_wasm_app_and_a_busybox_sidecar_share_the_pod_network() {
+    let cri = Cri::start();
+    let app = cri.import_wasm_app("web", &guests::http_echo(), &[]);
+    let busybox = cri.import_busybox();
+    let pod = cri.run_pod("mixed", WISP);
+
+    let mut wasm = container("app", &app);
+    env(
+        &mut wasm,
+        &[
+            ("PORT", "8080"),
+            ("WISP_ALLOW_OUTBOUND", "http://localhost:8081"),
+        ],
+    );
+    let app_id = cri.run(&pod, wasm);
+    let mut sidecar = container("sidecar", &busybox);
+    sidecar.command = ["/bin/httpd", "-f", "-p", "8081", "-h", "/www"]
+        .map(String::from)
+        .to_vec();
+    let sidecar_id = cri.run(&pod, sidecar);
+
+    // The host reaches both through the pod IP.
+    assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
+    assert_eq!(wait_ready(&pod.ip, 8081, "/"), "hello from busybox\n");
+
+    // The sidecar reaches the Wasm app over localhost (exec runs in runc).
+    let r = cri.exec_sync(
+        &sidecar_id,
+        &["/bin/wget", "-q", "-O", "-", "http://localhost:8080/"],
+    );
+    assert_eq!(
+        (r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned()),
+        (0, "hello from wisp\n".into()),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    // And the Wasm app the sidecar (an outgoing request from the guest,
+    // granted by WISP_ALLOW_OUTBOUND); other destinations stay denied.
+    let (status, body) = http_get(
+        &pod.ip,
+        8080,
+        "/outbound?url=http%3A%2F%2Flocalhost%3A8081%2F",
+    )
+    .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "upstream status 200\nhello from busybox\n")
+    );
+    let (status, body) = http_get(
+        &pod.ip,
+        8080,
+        "/outbound?url=http%3A%2F%2Flocalhost%3A8082%2F",
+    )
+    .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (502, "outbound error: HTTP-request-denied\n")
+    );
+
+    // Both containers are the pod's: their stats are listed under it.
+    let listed = cri.list_stats(&pod);
+    let mut ids: Vec<_> = listed
+        .iter()
+        .filter_map(|s| s.attributes.as_ref().map(|a| a.id.clone()))
+        .collect();
+    ids.sort();
+    let mut want = vec![app_id.clone(), sidecar_id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // Stopping the sidecar leaves the Wasm app serving.
+    cri.stop_container(&sidecar_id, 1);
+    assert_eq!(http_get(&pod.ip, 8081, "/"), None);
+    assert_eq!(
+        http_get(&pod.ip, 8080, "/"),
+        Some((200, "hello from wisp\n".into()))
+    );
+    cri.remove_pod(&pod.id);
+    assert!(cri.shims().is_empty() || wait_no_shims(&cri));
+    assert_eq!(cri.mounts(), Vec::<String>::new());
+    assert!(cri.container_cgroups().is_empty());
+}
+
+fn wait_no_shims(cri: &Cri) -> bool {
+    for _ in 0..500 {
+        if cri.shims().is_empty() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
