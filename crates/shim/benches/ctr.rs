@@ -9,6 +9,11 @@
 //! Needs what the containerd test tier needs (root, containerd, runc,
 //! busybox-static). `WISP_BENCH_RUNS` and `WISP_BENCH_IDLE` set the sizes.
 
+#[path = "../tests/common/host.rs"]
+mod host;
+#[path = "../tests/common/layouts.rs"]
+#[allow(dead_code)]
+mod layouts;
 #[path = "../tests/containerd/support.rs"]
 #[allow(dead_code)]
 mod support;

@@ -6,7 +6,8 @@
 //! - [`plan`]: what a bundle runs: a Wasm plan or a Linux container.
 //! - [`image`]: Wasm layers from containerd's content store (artifact images).
 //! - [`child`]: the Wasm container process (the shim binary re-executed).
-//! - [`runc`]: Linux containers (pause, sidecars) delegated to runc.
+//! - [`runc`]: Linux containers (sidecars) delegated to runc.
+//! - [`sandbox`]: the CRI's pod sandbox (pause), made by the shim itself.
 //! - [`process`], [`cgroup`], [`events`], [`netns`]: the plumbing.
 
 pub mod cgroup;
@@ -18,6 +19,7 @@ pub mod netns;
 pub mod plan;
 pub mod process;
 pub mod runc;
+pub mod sandbox;
 pub mod service;
 pub mod shim;
 

@@ -67,6 +67,8 @@ pub enum Entrypoint {
     Wasm(PathBuf),
     /// An ELF binary or a `#!` script: run by runc.
     Linux,
+    /// The CRI's pod sandbox, made by the shim itself (see `sandbox.rs`).
+    Sandbox,
 }
 
 /// How a Wasm container runs.

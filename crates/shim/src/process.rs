@@ -244,8 +244,13 @@ pub fn open_stdio(paths: &StdioPaths) -> io::Result<ChildStdio> {
 /// never gets EPIPE while the client reconnects), a `file://` URI or a path
 /// for append.
 fn open_output(path: &str) -> io::Result<Stdio> {
+    Ok(open_output_file(path)?.map_or_else(Stdio::null, Stdio::from))
+}
+
+/// [`open_output`]'s file; None for an empty path.
+pub fn open_output_file(path: &str) -> io::Result<Option<File>> {
     if path.is_empty() {
-        return Ok(Stdio::null());
+        return Ok(None);
     }
     if let Some(rest) = path.strip_prefix("binary://") {
         return Err(io::Error::new(
@@ -260,7 +265,7 @@ fn open_output(path: &str) -> io::Result<Stdio> {
     } else {
         OpenOptions::new().create(true).append(true).open(path)?
     };
-    Ok(Stdio::from(f))
+    Ok(Some(f))
 }
 
 /// A Wasm container process that has loaded its app and waits for Start.

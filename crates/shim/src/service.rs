@@ -41,8 +41,11 @@ use crate::cgroup::{ContainerCgroup, container_path};
 use crate::events::Events;
 use crate::image::ImageSource;
 use crate::plan::{self, Entrypoint, HostSettings, PlanError, WasmPlan};
-use crate::process::{PidTable, Proc, StdioPaths, open_stdio, pid_of, spawn_wasm};
+use crate::process::{
+    PidTable, Proc, StdioPaths, open_output_file, open_stdio, pid_of, spawn_wasm,
+};
 use crate::runc::Runc;
+use crate::sandbox;
 
 /// File in the bundle recording what `delete` must clean up if the shim dies.
 pub const STATE_FILE: &str = "wisp-state.json";
@@ -58,6 +61,12 @@ enum Kind {
         runc: Runc,
         /// Exec process specs waiting for Start (runc execs them then).
         pending: Mutex<HashMap<String, Vec<u8>>>,
+    },
+    /// The CRI's pod sandbox, made by the shim (see [`crate::sandbox`]).
+    Sandbox {
+        cgroup: ContainerCgroup,
+        /// The process's start and status pipes, until Start.
+        start: Mutex<Option<(File, File)>>,
     },
 }
 
@@ -305,7 +314,20 @@ impl Inner {
         };
         // The name argv[0] gets when the spec has no args (an artifact).
         let mut module_name = None;
+        let native_sandbox = plan::is_sandbox(spec)
+            && match sandbox::unsupported(spec) {
+                None => true,
+                Some(why) => {
+                    tracing::info!(
+                        id,
+                        why,
+                        "the spec asks for what runc applies: the pod sandbox goes to runc"
+                    );
+                    false
+                }
+            };
         let entry = match plan::classify(spec, rootfs) {
+            _ if native_sandbox => Entrypoint::Sandbox,
             Ok(entry) => entry,
             // Nothing to run in the rootfs: the Wasm may be a raw layer of the
             // image, which containerd stored but did not unpack.
@@ -338,13 +360,14 @@ impl Inner {
             Err(e) => return Err(invalid(&e)),
         };
         let init = Proc::new(id, "", paths.clone());
-        let stdio = open_stdio(&paths).map_err(|e| {
+        let stdio_err = |e: std::io::Error| {
             err(
                 Code::INVALID_ARGUMENT,
                 format!("failed to open the container's stdio: {e}"),
             )
-        })?;
-        let feeder;
+        };
+        let open = || open_stdio(&paths).map_err(stdio_err);
+        let mut feeder = None;
         let (kind, record) = match entry {
             Entrypoint::Wasm(module) => {
                 let mut plan = plan::wasm_plan(id, spec, rootfs, module, &self.host)
@@ -364,7 +387,7 @@ impl Inner {
                 let cgroup = ContainerCgroup::create(&path)
                     .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
                 let resources = linux.and_then(|l| l.resources().clone());
-                let mut stdio = stdio;
+                let mut stdio = open()?;
                 feeder = stdio.feeder.take();
                 let spawned = spawn_wasm(&plan, stdio, &cgroup, |pid| {
                     self.register(pid, &init);
@@ -405,7 +428,7 @@ impl Inner {
             }
             Entrypoint::Linux => {
                 let runc = Runc::new(id, bundle);
-                let mut stdio = stdio;
+                let mut stdio = open()?;
                 feeder = stdio.feeder.take();
                 let pid = runc.create(stdio).map_err(|e| {
                     let _ = runc.delete();
@@ -422,6 +445,57 @@ impl Inner {
                     Kind::Linux {
                         runc,
                         pending: Mutex::default(),
+                    },
+                    record,
+                )
+            }
+            Entrypoint::Sandbox => {
+                let path = container_path(
+                    spec.linux()
+                        .as_ref()
+                        .and_then(|l| l.cgroups_path().as_ref())
+                        .and_then(|p| p.to_str()),
+                    &self.namespace,
+                    id,
+                );
+                let cgroup = ContainerCgroup::create(&path)
+                    .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+                let spawned = open_output_file(&paths.stdout)
+                    .and_then(|out| Ok((out, open_output_file(&paths.stderr)?)))
+                    .map_err(stdio_err)
+                    .and_then(|(out, errs)| {
+                        sandbox::spawn(spec, rootfs, &cgroup, out, errs)
+                            .map_err(|e| err(Code::INVALID_ARGUMENT, e.to_string()))
+                    });
+                let spawned = match spawned {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = cgroup.delete();
+                        return Err(e);
+                    }
+                };
+                self.register(spawned.pid, &init);
+                if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref())
+                    && let Err(e) = containerd_shim::cgroup::update_resources(spawned.pid, r)
+                {
+                    signal_proc(&init, Signal::SIGKILL);
+                    let _ = init.wait_timeout(Duration::from_secs(5));
+                    let _ = cgroup.delete();
+                    return Err(err(
+                        Code::INVALID_ARGUMENT,
+                        format!("failed to apply the spec's resources: {e}"),
+                    ));
+                }
+                let record = StateRecord {
+                    linux: false,
+                    pid: spawned.pid,
+                    cgroup: Some(cgroup.path().into()),
+                    mounted: mounted.clone(),
+                };
+                (
+                    Kind::Sandbox {
+                        cgroup,
+                        start: Mutex::new(Some((spawned.control, spawned.status))),
                     },
                     record,
                 )
@@ -524,6 +598,10 @@ impl Task for Service {
                 log::debug!("starting {}", p.event_id());
                 start_wasm(&p)
             }
+            Kind::Sandbox { start, .. } => match lock(start).take() {
+                Some((mut control, mut status)) => sandbox::start(&mut control, &mut status),
+                None => Err(std::io::Error::other("the sandbox was started already")),
+            },
             Kind::Linux { runc, pending } => {
                 if req.exec_id.is_empty() {
                     runc.start()
@@ -629,7 +707,7 @@ impl Task for Service {
         }
         // A frozen process cannot act on a signal: thaw it so kill works.
         if p.lock().status == Status::PAUSED
-            && let Kind::Wasm { cgroup, .. } = &c.kind
+            && let Kind::Wasm { cgroup, .. } | Kind::Sandbox { cgroup, .. } = &c.kind
         {
             let _ = cgroup.thaw();
             p.lock().status = Status::RUNNING;
@@ -672,7 +750,7 @@ impl Task for Service {
             }
             let started = Instant::now();
             let cleanup = match &c.kind {
-                Kind::Wasm { cgroup, .. } => cgroup.delete(),
+                Kind::Wasm { cgroup, .. } | Kind::Sandbox { cgroup, .. } => cgroup.delete(),
                 Kind::Linux { runc, .. } => runc.delete(),
             };
             log::debug!("removed the cgroup of {} in {:?}", c.id, started.elapsed());
@@ -775,6 +853,12 @@ impl Task for Service {
             Kind::Linux { pending, .. } => {
                 lock(pending).insert(req.exec_id.clone(), spec_json);
             }
+            Kind::Sandbox { .. } => {
+                return Err(err(
+                    Code::UNIMPLEMENTED,
+                    "exec into a pod sandbox is not supported",
+                ));
+            }
         }
         lock(&c.execs).insert(req.exec_id.clone(), proc);
         inner.events.send(
@@ -791,7 +875,7 @@ impl Task for Service {
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let c = self.inner.container(&req.id)?;
         let pids = match &c.kind {
-            Kind::Wasm { cgroup, .. } => cgroup.procs(),
+            Kind::Wasm { cgroup, .. } | Kind::Sandbox { cgroup, .. } => cgroup.procs(),
             Kind::Linux { .. } => linux_pids(c.init.lock().pid),
         };
         Ok(PidsResponse {
@@ -843,8 +927,10 @@ impl Task for Service {
             .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid resources: {e}")))?;
         let pid = c.init.lock().pid;
         match &c.kind {
-            Kind::Wasm { .. } => containerd_shim::cgroup::update_resources(pid, &resources)
-                .map_err(|e| err(Code::INTERNAL, format!("failed to update resources: {e}"))),
+            Kind::Wasm { .. } | Kind::Sandbox { .. } => {
+                containerd_shim::cgroup::update_resources(pid, &resources)
+                    .map_err(|e| err(Code::INTERNAL, format!("failed to update resources: {e}")))
+            }
             Kind::Linux { runc, .. } => runc
                 .update(&json)
                 .map_err(|e| err(Code::INTERNAL, e.to_string())),
@@ -858,7 +944,7 @@ impl Task for Service {
             return Err(err(Code::FAILED_PRECONDITION, "the task is not running"));
         }
         match &c.kind {
-            Kind::Wasm { cgroup, .. } => cgroup.freeze(),
+            Kind::Wasm { cgroup, .. } | Kind::Sandbox { cgroup, .. } => cgroup.freeze(),
             Kind::Linux { runc, .. } => runc.pause(),
         }
         .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
@@ -879,7 +965,7 @@ impl Task for Service {
             return Err(err(Code::FAILED_PRECONDITION, "the task is not paused"));
         }
         match &c.kind {
-            Kind::Wasm { cgroup, .. } => cgroup.thaw(),
+            Kind::Wasm { cgroup, .. } | Kind::Sandbox { cgroup, .. } => cgroup.thaw(),
             Kind::Linux { runc, .. } => runc.resume(),
         }
         .map_err(|e| err(Code::INTERNAL, e.to_string()))?;

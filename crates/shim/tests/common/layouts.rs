@@ -26,7 +26,7 @@ impl Entry {
 
 /// The commands busybox-static provides in the test images.
 pub const BUSYBOX_TOOLS: &[&str] = &[
-    "sh", "echo", "sleep", "cat", "ls", "wget", "httpd", "true", "false", "nc",
+    "sh", "echo", "sleep", "cat", "ls", "wget", "httpd", "true", "false", "nc", "hostname",
 ];
 
 /// Entries of an image with busybox-static as /bin/busybox, /bin/sh and friends.

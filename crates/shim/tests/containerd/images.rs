@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
-use crate::support::{Containerd, NetNs, stderr, stdout, wait_status, write_layout};
+use crate::layouts::write_layout;
+use crate::support::{Containerd, NetNs, stderr, stdout, wait_status};
 
 /// Compiled modules in the node's cache: (path, mtime).
 fn compiled(cache: &Path) -> Vec<(PathBuf, SystemTime)> {

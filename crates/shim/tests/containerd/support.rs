@@ -9,7 +9,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use crate::host::processes_matching;
-pub use crate::layouts::write_layout;
 use crate::layouts::{busybox_entries, linux_image};
 
 static NEXT_NS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -12,3 +12,4 @@ mod support;
 mod jobs;
 mod mixed;
 mod pods;
+mod sandbox;

@@ -343,7 +343,15 @@ disabled_plugins = [{disabled}]
 
     /// RunPodSandbox with `handler`, then the pod's IP from its status.
     pub fn run_pod(&self, name: &str, handler: &str) -> Pod {
-        let config = self.pod_config(name);
+        self.run_pod_with(self.pod_config(name), handler)
+    }
+
+    pub fn run_pod_with(&self, config: PodSandboxConfig, handler: &str) -> Pod {
+        let name = config
+            .metadata
+            .as_ref()
+            .map_or("", |m| m.name.as_str())
+            .to_string();
         let req = RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: handler.into(),
@@ -365,6 +373,20 @@ disabled_plugins = [{disabled}]
             .unwrap()
             .status
             .expect("a pod status")
+    }
+
+    /// The pid of a pod's sandbox process (PodSandboxStatus, verbose).
+    pub fn sandbox_pid(&self, id: &str) -> u32 {
+        let req = PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        };
+        let info = self
+            .call(async |mut rs| rs.pod_sandbox_status(req).await)
+            .unwrap()
+            .info;
+        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        v["pid"].as_u64().expect("the sandbox's pid") as u32
     }
 
     pub fn pod_ip(&self, id: &str) -> String {

@@ -1,0 +1,107 @@
+//! The pod sandbox of a wisp pod is made by the shim itself (no runc): the
+//! image's /pause, pid 1 of its own pid namespace, in the pod's network,
+//! uts and ipc namespaces that the other containers join, in its cgroup,
+//! with the spec's capabilities.
+
+use k8s_cri::v1::NamespaceMode;
+use wisp_test_guests as guests;
+
+use crate::support::{Cri, WISP, container, env, processes_matching, wait_ready};
+
+fn status_field(pid: u32, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_shim_makes_the_pod_sandbox_that_every_container_joins() {
+    let cri = Cri::start();
+    let app = cri.import_wasm_app("web", &guests::http_echo(), &[]);
+    let busybox = cri.import_busybox();
+    // A pod sharing one pid namespace (shareProcessNamespace: true).
+    let mut config = cri.pod_config("shared");
+    let ns = config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap();
+    ns.pid = NamespaceMode::Pod as i32;
+    let pod = cri.run_pod_with(config, WISP);
+    let pid = cri.sandbox_pid(&pod.id);
+
+    // The image's /pause, a child of the wisp shim: no runc in between.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.ends_with("pause"), "{}", exe.display());
+    let parent: u32 = status_field(pid, "PPid").parse().unwrap();
+    let shims = processes_matching("containerd-shim-wisp-v1", &cri.address().to_string_lossy());
+    assert!(shims.contains(&parent), "parent {parent}, shims {shims:?}");
+    // pid 1 of a pid namespace of its own.
+    let nspid = status_field(pid, "NSpid");
+    assert_eq!(nspid, format!("{pid}\t1"));
+    // The default capability set containerd's spec gives, no more.
+    assert_eq!(status_field(pid, "CapBnd"), "00000000a80425fb");
+    // In the sandbox's cgroup under the pod's parent.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let memory = cgroups.lines().find(|l| l.contains(":memory:")).unwrap();
+    assert!(
+        memory.ends_with(&format!(
+            "/{}/pod{}/{}",
+            cri.cgroup_root,
+            pod.config.metadata.as_ref().unwrap().uid,
+            pod.id
+        )),
+        "{memory}"
+    );
+    // Its root is the pause image's rootfs.
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(root, ["pause"]);
+
+    // The containers join its namespaces: the sidecar sees the pod's
+    // hostname and the pause as pid 1, the Wasm app serves on the pod IP.
+    let mut wasm = container("app", &app);
+    env(&mut wasm, &[("PORT", "8080")]);
+    cri.run(&pod, wasm);
+    let mut sidecar = container("sidecar", &busybox);
+    sidecar.command = ["/bin/sleep", "3600"].map(String::from).to_vec();
+    sidecar
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = NamespaceMode::Pod as i32;
+    let sidecar_id = cri.run(&pod, sidecar);
+    assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
+    let r = cri.exec_sync(&sidecar_id, &["/bin/hostname"]);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "shared\n");
+    let r = cri.exec_sync(&sidecar_id, &["/bin/cat", "/proc/1/cmdline"]);
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "/pause\0");
+    for ns in ["net", "uts", "ipc", "pid"] {
+        let sandbox = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(sandbox, host, "{ns} namespace is the host's");
+    }
+
+    // StopPodSandbox: SIGTERM makes the pause exit 0 and takes the pod down.
+    cri.remove_pod(&pod.id);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
