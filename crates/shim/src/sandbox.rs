@@ -639,3 +639,69 @@ fn cap_number(c: Capability) -> u32 {
         C::CheckpointRestore => 40,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{
+        LinuxBuilder, LinuxNamespaceBuilder, LinuxSeccompBuilder, ProcessBuilder, SpecBuilder,
+    };
+
+    fn spec(linux: LinuxBuilder, terminal: bool) -> Spec {
+        SpecBuilder::default()
+            .process(
+                ProcessBuilder::default()
+                    .args(vec!["/pause".to_string()])
+                    .terminal(terminal)
+                    .build()
+                    .unwrap(),
+            )
+            .linux(linux.build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn ns(typ: LinuxNamespaceType, path: Option<&str>) -> oci_spec::runtime::LinuxNamespace {
+        let mut b = LinuxNamespaceBuilder::default().typ(typ);
+        if let Some(p) = path {
+            b = b.path(p);
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn what_goes_to_runc() {
+        let cri_like = || {
+            LinuxBuilder::default().namespaces(vec![
+                ns(LinuxNamespaceType::Network, Some("/run/netns/x")),
+                ns(LinuxNamespaceType::Pid, None),
+                ns(LinuxNamespaceType::Ipc, None),
+                ns(LinuxNamespaceType::Uts, None),
+                ns(LinuxNamespaceType::Mount, None),
+            ])
+        };
+        assert_eq!(unsupported(&spec(cri_like(), false)), None);
+        assert_eq!(unsupported(&spec(cri_like(), true)), Some("a terminal"));
+        let seccomp = LinuxSeccompBuilder::default().build().unwrap();
+        assert_eq!(
+            unsupported(&spec(cri_like().seccomp(seccomp), false)),
+            Some("a seccomp profile")
+        );
+        let userns = LinuxBuilder::default().namespaces(vec![ns(LinuxNamespaceType::User, None)]);
+        assert_eq!(unsupported(&spec(userns, false)), Some("a user namespace"));
+        let join_pid = LinuxBuilder::default()
+            .namespaces(vec![ns(LinuxNamespaceType::Pid, Some("/proc/1/ns/pid"))]);
+        assert_eq!(
+            unsupported(&spec(join_pid, false)),
+            Some("joining a mount or pid namespace")
+        );
+    }
+
+    #[test]
+    fn capability_numbers_are_the_kernels() {
+        assert_eq!(cap_number(Capability::Chown), 0);
+        assert_eq!(cap_number(Capability::NetBindService), 10);
+        assert_eq!(cap_number(Capability::SysAdmin), 21);
+        assert_eq!(cap_number(Capability::CheckpointRestore), 40);
+    }
+}

@@ -105,3 +105,31 @@ fn the_shim_makes_the_pod_sandbox_that_every_container_joins() {
     cri.remove_pod(&pod.id);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
+
+#[test]
+fn a_sandbox_asking_for_seccomp_goes_to_runc_which_applies_it() {
+    let cri = Cri::start();
+    let app = cri.import_wasm_app("web", &guests::http_echo(), &[]);
+    let mut config = cri.pod_config("confined");
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .seccomp = Some(k8s_cri::v1::SecurityProfile {
+        profile_type: k8s_cri::v1::security_profile::ProfileType::RuntimeDefault as i32,
+        ..Default::default()
+    });
+    let pod = cri.run_pod_with(config, WISP);
+    let pid = cri.sandbox_pid(&pod.id);
+    // Mode 2: a seccomp filter is installed, which only runc does here.
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    let mut wasm = container("app", &app);
+    env(&mut wasm, &[("PORT", "8080")]);
+    cri.run(&pod, wasm);
+    assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
+    cri.remove_pod(&pod.id);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
