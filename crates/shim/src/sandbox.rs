@@ -7,12 +7,13 @@
 //! pod costs to start. The shim makes the same container directly with one
 //! `clone`: new mount, pid, uts and ipc namespaces (as the spec asks), the
 //! pod's network namespace joined, the container's cgroup, its hostname,
-//! the image's rootfs as `/` (pivot_root), the spec's user, capabilities,
-//! rlimits, no_new_privs and oom_score_adj, then the image's entrypoint
-//! (`/pause`).
+//! the image's rootfs as `/` (pivot_root), the spec's sysctls, user,
+//! capabilities, rlimits, no_new_privs and oom_score_adj, then the image's
+//! entrypoint (`/pause`).
 //!
 //! A spec asking for what this path does not apply (seccomp, AppArmor,
-//! SELinux, user namespaces, a terminal, joining a mount or pid namespace)
+//! SELinux, user namespaces, devices, a terminal, joining a mount or pid
+//! namespace)
 //! goes to runc instead, so nothing the spec says is silently dropped: see
 //! [`unsupported`].
 
@@ -54,6 +55,9 @@ pub fn unsupported(spec: &Spec) -> Option<&'static str> {
     if linux.seccomp().is_some() {
         return Some("a seccomp profile");
     }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Some("devices");
+    }
     for ns in linux.namespaces().as_deref().unwrap_or_default() {
         let joins = ns
             .path()
@@ -93,6 +97,8 @@ struct Prepared {
     join: Vec<(OwnedFd, libc::c_int)>,
     cgroup_files: Vec<CString>,
     oom_score_adj: Option<CString>,
+    /// (`/proc/sys/...` path, value), written inside the new namespaces.
+    sysctls: Vec<(CString, CString)>,
     rlimits: Vec<(libc::c_int, libc::rlimit)>,
     uid: libc::uid_t,
     gid: libc::gid_t,
@@ -123,6 +129,7 @@ const STEPS: &[&str] = &[
     "bind the rootfs",
     "pivot_root into the rootfs",
     "set oom_score_adj",
+    "set a sysctl",
     "set an rlimit",
     "set the user",
     "drop capabilities",
@@ -274,6 +281,15 @@ pub fn spawn(
             .oom_score_adj()
             .map(|v| cstr(v.to_string().as_bytes()))
             .transpose()?,
+        sysctls: linux
+            .and_then(|l| l.sysctl().as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                let path = format!("/proc/sys/{}", k.replace('.', "/"));
+                Ok((cstr(path.as_bytes())?, cstr(v.as_bytes())?))
+            })
+            .collect::<io::Result<_>>()?,
         rlimits,
         uid: process.user().uid(),
         gid: process.user().gid(),
@@ -430,6 +446,16 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             }
             libc::close(fd);
         }
+        // net.* and ipc sysctls act on the namespaces of the writer, which
+        // are the pod's now.
+        for (path, value) in &p.sysctls {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let len = value.as_bytes().len();
+            if fd < 0 || libc::write(fd, value.as_ptr().cast(), len) != len as isize {
+                return fail(7);
+            }
+            libc::close(fd);
+        }
         let none = std::ptr::null::<libc::c_char>();
         if libc::mount(
             none,
@@ -480,7 +506,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         for (resource, limit) in &p.rlimits {
             if libc::setrlimit(*resource as _, limit) != 0 {
-                return fail(7);
+                return fail(8);
             }
         }
         if (p.uid != 0 || p.gid != 0 || !p.groups.is_empty())
@@ -489,14 +515,14 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 || libc::setgid(p.gid) != 0
                 || libc::setuid(p.uid) != 0)
         {
-            return fail(8);
+            return fail(9);
         }
         if let Some(caps) = p.caps {
             for cap in 0..=p.cap_last {
                 if caps.bounding & (1u64 << cap) == 0
                     && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
                 {
-                    return fail(9);
+                    return fail(10);
                 }
             }
             let mut header = CapHeader {
@@ -516,14 +542,14 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 },
             ];
             if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
-                return fail(9);
+                return fail(10);
             }
         }
         if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return fail(10);
+            return fail(11);
         }
         if libc::chdir(p.cwd.as_ptr()) != 0 {
-            return fail(11);
+            return fail(12);
         }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
         let stdin_ok = if null >= 0 {
@@ -532,7 +558,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::close(0) == 0
         };
         if !stdin_ok || libc::dup2(p.stdout, 1) < 0 || libc::dup2(p.stderr, 2) < 0 {
-            return fail(12);
+            return fail(13);
         }
         // Signals: the shim's threads block some and ignore SIGPIPE; an
         // exec keeps both.
@@ -551,7 +577,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(0);
         }
         libc::execve(p.program.as_ptr(), ctx.argv, ctx.envp);
-        fail(13)
+        fail(14)
     }
 }
 
@@ -686,6 +712,17 @@ mod tests {
         assert_eq!(
             unsupported(&spec(cri_like().seccomp(seccomp), false)),
             Some("a seccomp profile")
+        );
+        let device = oci_spec::runtime::LinuxDeviceBuilder::default()
+            .path("/dev/fuse")
+            .typ(oci_spec::runtime::LinuxDeviceType::C)
+            .major(10)
+            .minor(229)
+            .build()
+            .unwrap();
+        assert_eq!(
+            unsupported(&spec(cri_like().devices(vec![device]), false)),
+            Some("devices")
         );
         let userns = LinuxBuilder::default().namespaces(vec![ns(LinuxNamespaceType::User, None)]);
         assert_eq!(unsupported(&spec(userns, false)), Some("a user namespace"));

@@ -1,7 +1,7 @@
 //! The pod sandbox of a wisp pod is made by the shim itself (no runc): the
 //! image's /pause, pid 1 of its own pid namespace, in the pod's network,
 //! uts and ipc namespaces that the other containers join, in its cgroup,
-//! with the spec's capabilities.
+//! with the spec's capabilities and the pod's sysctls.
 
 use k8s_cri::v1::NamespaceMode;
 use wisp_test_guests as guests;
@@ -37,6 +37,14 @@ fn the_shim_makes_the_pod_sandbox_that_every_container_joins() {
         .as_mut()
         .unwrap();
     ns.pid = NamespaceMode::Pod as i32;
+    // Namespaced sysctls, which the sandbox sets inside the pod's net and
+    // ipc namespaces.
+    config.linux.as_mut().unwrap().sysctls = [
+        ("net.ipv4.ip_unprivileged_port_start", "80"),
+        ("kernel.shmmni", "1234"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .into();
     let pod = cri.run_pod_with(config, WISP);
     let pid = cri.sandbox_pid(&pod.id);
 
@@ -95,6 +103,13 @@ fn the_shim_makes_the_pod_sandbox_that_every_container_joins() {
     assert_eq!(String::from_utf8_lossy(&r.stdout), "shared\n");
     let r = cri.exec_sync(&sidecar_id, &["/bin/cat", "/proc/1/cmdline"]);
     assert_eq!(String::from_utf8_lossy(&r.stdout), "/pause\0");
+    for (file, want) in [
+        ("/proc/sys/net/ipv4/ip_unprivileged_port_start", "80\n"),
+        ("/proc/sys/kernel/shmmni", "1234\n"),
+    ] {
+        let r = cri.exec_sync(&sidecar_id, &["/bin/cat", file]);
+        assert_eq!(String::from_utf8_lossy(&r.stdout), want, "{file}");
+    }
     for ns in ["net", "uts", "ipc", "pid"] {
         let sandbox = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
         let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
