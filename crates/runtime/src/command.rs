@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{StdinStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{InputStream, bindings::CommandPre};
@@ -13,6 +13,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::app::{App, AppShape, Code};
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::meter::MeteredLimits;
 use crate::wasi::{Grants, WasiError};
 
 /// Exit status reported for a guest that trapped, mimicking `abort()` (128 + SIGABRT),
@@ -87,7 +88,7 @@ pub enum Stdio {
 pub struct CommandState {
     p1: Option<WasiP1Ctx>,
     p2: Option<(WasiCtx, ResourceTable)>,
-    limits: StoreLimits,
+    limits: MeteredLimits,
 }
 
 impl WasiView for CommandState {
@@ -130,7 +131,7 @@ pub async fn run(
     if let Some(max) = config.limits.max_memory {
         limits = limits.memory_size(max.0 as usize);
     }
-    let limits = limits.build();
+    let limits = MeteredLimits::new(limits.build(), None);
     let instantiate_err = |source| RunError::Instantiate {
         path: app.path().to_owned(),
         source,
@@ -263,11 +264,11 @@ fn install_deadline<T: 'static>(store: &mut Store<T>, timeout: Option<Duration>)
 
 /// Store data that carries [`StoreLimits`].
 pub(crate) trait HasLimits {
-    fn limits(&mut self) -> &mut StoreLimits;
+    fn limits(&mut self) -> &mut MeteredLimits;
 }
 
 impl HasLimits for CommandState {
-    fn limits(&mut self) -> &mut StoreLimits {
+    fn limits(&mut self) -> &mut MeteredLimits {
         &mut self.limits
     }
 }

@@ -26,7 +26,8 @@ use hyper::body::Body;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::cli::OutputFile;
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -39,6 +40,7 @@ use crate::app::{App, AppShape, Code};
 use crate::command::{HasLimits, new_store, with_deadline};
 use crate::config::{Config, ServerConfig};
 use crate::engine::Engine;
+use crate::meter::{CpuTimed, Meter, MeteredLimits, Usage};
 use crate::wasi::{Grants, OutboundPolicy};
 
 /// The body type of every response.
@@ -88,7 +90,7 @@ pub struct ProxyState {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: OutboundPolicy,
-    limits: StoreLimits,
+    limits: MeteredLimits,
     _live: LiveGuard,
 }
 
@@ -112,7 +114,7 @@ impl WasiHttpView for ProxyState {
 }
 
 impl HasLimits for ProxyState {
-    fn limits(&mut self) -> &mut StoreLimits {
+    fn limits(&mut self) -> &mut MeteredLimits {
         &mut self.limits
     }
 }
@@ -120,12 +122,12 @@ impl HasLimits for ProxyState {
 /// Store state of a WAGI instance.
 pub struct WagiState {
     wasi: WasiP1Ctx,
-    limits: StoreLimits,
+    limits: MeteredLimits,
     _live: LiveGuard,
 }
 
 impl HasLimits for WagiState {
-    fn limits(&mut self) -> &mut StoreLimits {
+    fn limits(&mut self) -> &mut MeteredLimits {
         &mut self.limits
     }
 }
@@ -161,6 +163,40 @@ struct Inner {
     slots: Arc<Semaphore>,
     live: Arc<AtomicUsize>,
     listen: SocketAddr,
+    meter: Arc<Meter>,
+    output: GuestOutput,
+}
+
+/// Where the guests' stdout and stderr go; `None` inherits the process's.
+#[derive(Clone, Default)]
+pub struct GuestOutput {
+    pub stdout: Option<OutputFile>,
+    pub stderr: Option<OutputFile>,
+}
+
+impl GuestOutput {
+    /// Output to these files (a container's log FIFOs, say).
+    pub fn files(stdout: Option<std::fs::File>, stderr: Option<std::fs::File>) -> Self {
+        Self {
+            stdout: stdout.map(OutputFile::new),
+            stderr: stderr.map(OutputFile::new),
+        }
+    }
+
+    fn apply_stderr(&self, builder: &mut WasiCtxBuilder) {
+        match &self.stderr {
+            Some(f) => builder.stderr(f.clone()),
+            None => builder.inherit_stderr(),
+        };
+    }
+
+    fn apply(&self, builder: &mut WasiCtxBuilder) {
+        match &self.stdout {
+            Some(f) => builder.stdout(f.clone()),
+            None => builder.inherit_stdout(),
+        };
+        self.apply_stderr(builder);
+    }
 }
 
 /// A prepared HTTP app. Cheap to clone; clones share the instance slots.
@@ -180,6 +216,16 @@ impl std::fmt::Debug for HttpServer {
 impl HttpServer {
     /// Links and pre-instantiates `app` once; every request reuses the result.
     pub fn new(engine: &Engine, app: &App, config: &Config) -> Result<Self, ServeError> {
+        Self::with_output(engine, app, config, GuestOutput::default())
+    }
+
+    /// [`Self::new`], with the guests' stdout and stderr going to `output`.
+    pub fn with_output(
+        engine: &Engine,
+        app: &App,
+        config: &Config,
+        output: GuestOutput,
+    ) -> Result<Self, ServeError> {
         let wt = engine.wasmtime();
         let prepare = |source| ServeError::Prepare {
             path: app.path().to_owned(),
@@ -220,8 +266,15 @@ impl HttpServer {
                 )),
                 live: Arc::new(AtomicUsize::new(0)),
                 listen: config.server.listen,
+                meter: Arc::default(),
+                output,
             }),
         })
+    }
+
+    /// Memory and CPU time of this app's instances.
+    pub fn usage(&self) -> Usage {
+        self.inner.meter.usage()
     }
 
     /// Instances alive right now (zero when idle).
@@ -310,12 +363,12 @@ impl HttpServer {
         }
     }
 
-    fn limits(&self) -> StoreLimits {
+    fn limits(&self) -> MeteredLimits {
         let mut b = StoreLimitsBuilder::new().trap_on_grow_failure(true);
         if let Some(max) = self.inner.max_memory {
             b = b.memory_size(max);
         }
-        b.build()
+        MeteredLimits::new(b.build(), Some(&self.inner.meter))
     }
 
     fn new_store<T: HasLimits + Send + 'static>(&self, data: T) -> Store<T> {
@@ -333,7 +386,7 @@ impl HttpServer {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let mut builder = WasiCtxBuilder::new();
-        builder.inherit_stdout().inherit_stderr();
+        self.inner.output.apply(&mut builder);
         if let Err(e) = self.inner.grants.apply(&mut builder) {
             tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
             return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
@@ -360,17 +413,21 @@ impl HttpServer {
         // The guest runs in its own task: it may keep streaming the body after it
         // has handed over the response head. The permit and the store live as long
         // as the guest does.
-        let task = tokio::spawn(async move {
-            let _permit = permit;
-            let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            };
-            with_deadline(timeout, run).await
-        });
+        let meter = self.inner.meter.clone();
+        let task = tokio::spawn(CpuTimed::new(
+            async move {
+                let _permit = permit;
+                let run = async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, req, out)
+                        .await
+                };
+                with_deadline(timeout, run).await
+            },
+            Some(meter),
+        ));
         match rx.await {
             Ok(Ok(resp)) => resp,
             Ok(Err(code)) => {
@@ -425,8 +482,8 @@ impl HttpServer {
             .args(&cgi_args(&parts.uri))
             .envs(&cgi_env(&parts, body.len(), self.inner.listen, remote))
             .stdin(MemoryInputPipe::new(body))
-            .stdout(stdout.clone())
-            .inherit_stderr();
+            .stdout(stdout.clone());
+        self.inner.output.apply_stderr(&mut builder);
         if let Err(e) = self.inner.grants.apply(&mut builder) {
             tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
             return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
@@ -437,7 +494,11 @@ impl HttpServer {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
-        let result = with_deadline(self.inner.timeout, run).await;
+        let result = CpuTimed::new(
+            with_deadline(self.inner.timeout, run),
+            Some(self.inner.meter.clone()),
+        )
+        .await;
         drop(store);
         match result {
             Ok(()) => {}

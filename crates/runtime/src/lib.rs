@@ -16,6 +16,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod meter;
 pub mod wasi;
 
 pub use app::{App, AppShape, LoadError};

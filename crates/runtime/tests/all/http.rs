@@ -267,3 +267,41 @@ async fn command_component_cannot_be_served() {
     let err = HttpServer::new(&e, &app, &Config::default()).unwrap_err();
     assert!(err.to_string().contains("wisp run"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_goes_to_the_given_files_and_usage_is_metered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let e = engine(true, None);
+    let app = load(&e, &guests::http_echo());
+    let output = wisp_runtime::http::GuestOutput::files(
+        Some(std::fs::File::create(&out).unwrap()),
+        Some(std::fs::File::create(&err).unwrap()),
+    );
+    let s = HttpServer::with_output(&e, &app, &Config::default(), output).expect("server");
+    assert_eq!(s.usage(), Default::default());
+    for tag in ["a", "b"] {
+        assert_eq!(
+            get(&s, &format!("/log?n=2&tag={tag}")).await,
+            (StatusCode::OK, "logged 2\n".into())
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "a out 0\na out 1\nb out 0\nb out 1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&err).unwrap(),
+        "a err 0\na err 1\nb err 0\nb err 1\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while s.live_instances() != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let u = s.usage();
+    assert_eq!(u.instances, 2, "{u:?}");
+    assert!(u.cpu_ns > 0, "{u:?}");
+    // The guest's linear memory was counted while it lived, and released.
+    assert!(u.peak_memory_bytes >= 65536, "{u:?}");
+    assert_eq!(u.memory_bytes, 0, "{u:?}");
+}
