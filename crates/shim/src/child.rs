@@ -145,7 +145,7 @@ fn is_component(path: &std::path::Path) -> bool {
         .is_ok_and(|()| head[..4] == *b"\0asm" && head[6..8] == [1, 0])
 }
 
-fn config_from(plan: &WasmPlan) -> Config {
+pub(crate) fn config_from(plan: &WasmPlan) -> Config {
     let mut config = Config::default();
     config.capabilities.dirs = plan
         .dirs

@@ -7,6 +7,7 @@
 //! - [`image`]: Wasm layers from containerd's content store (artifact images).
 //! - [`child`]: the Wasm container process (the shim binary re-executed).
 //! - [`runc`]: Linux containers (sidecars) delegated to runc.
+//! - [`node`]: node mode, every Wasm HTTP app of the node in one process.
 //! - [`sandbox`]: the CRI's pod sandbox (pause), made by the shim itself.
 //! - [`process`], [`cgroup`], [`events`], [`netns`]: the plumbing.
 
@@ -16,6 +17,7 @@ pub mod events;
 pub mod image;
 pub mod metrics;
 pub mod netns;
+pub mod node;
 pub mod plan;
 pub mod process;
 pub mod runc;
@@ -33,5 +35,10 @@ pub fn main() {
     {
         child::main();
     }
-    containerd_shim::run::<WispShim>(RUNTIME_ID, None);
+    let runtime_id = if node::is_node_mode() {
+        node::NODE_RUNTIME_ID
+    } else {
+        RUNTIME_ID
+    };
+    containerd_shim::run::<WispShim>(runtime_id, None);
 }

@@ -16,6 +16,31 @@ use containerd_shim::protos::protobuf::MessageField;
 
 const ROOT: &str = "/sys/fs/cgroup";
 
+/// Metrics of an app the node process serves (no cgroup of its own): its
+/// instances' CPU time and the linear memory they hold.
+pub fn hosted(usage: wisp_runtime::meter::Usage) -> Metrics {
+    let mut m = Metrics::new();
+    let mut cpu_usage = CPUUsage::new();
+    cpu_usage.total = usage.cpu_ns;
+    cpu_usage.user = usage.cpu_ns;
+    let mut cpu = CPUStat::new();
+    cpu.usage = MessageField::some(cpu_usage);
+    m.cpu = MessageField::some(cpu);
+    let mut entry = MemoryEntry::new();
+    entry.usage = usage.memory_bytes;
+    entry.max = usage.peak_memory_bytes;
+    let mem = MemoryStat {
+        rss: usage.memory_bytes,
+        total_rss: usage.memory_bytes,
+        active_anon: usage.memory_bytes,
+        total_active_anon: usage.memory_bytes,
+        usage: MessageField::some(entry),
+        ..Default::default()
+    };
+    m.memory = MessageField::some(mem);
+    m
+}
+
 /// Metrics of the cgroup `pid` is in.
 pub fn collect(pid: u32) -> io::Result<Metrics> {
     if Path::new(ROOT).join("cgroup.controllers").exists() {

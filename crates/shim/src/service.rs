@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{ContainerCgroup, container_path};
 use crate::events::Events;
 use crate::image::ImageSource;
+use crate::node::{HostedApp, NodeHost};
 use crate::plan::{self, Entrypoint, HostSettings, PlanError, WasmPlan};
 use crate::process::{
     PidTable, Proc, StdioPaths, open_output_file, open_stdio, pid_of, spawn_wasm,
@@ -56,6 +57,9 @@ enum Kind {
         plan: Box<WasmPlan>,
         cgroup: ContainerCgroup,
         rootfs: PathBuf,
+        /// Served by this (node-mode) process instead of a process of its
+        /// own; the cgroup then holds only the container's execs.
+        hosted: Option<HostedApp>,
     },
     Linux {
         runc: Runc,
@@ -97,6 +101,8 @@ struct Inner {
     exit: Arc<ExitSignal>,
     host: HostSettings,
     images: ImageSource,
+    /// Node mode's engine for hosted apps.
+    node: Option<NodeHost>,
 }
 
 /// The Task service.
@@ -141,7 +147,13 @@ pub fn host_settings() -> HostSettings {
 }
 
 impl Service {
-    pub fn new(events: Events, namespace: &str, address: &str, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(
+        events: Events,
+        namespace: &str,
+        address: &str,
+        exit: Arc<ExitSignal>,
+        node: bool,
+    ) -> Self {
         let host = host_settings();
         let images = ImageSource {
             address: address.into(),
@@ -160,6 +172,7 @@ impl Service {
             exit,
             host,
             images,
+            node: node.then(NodeHost::default),
         });
         // Subscribed before any process exists, so no exit is missed.
         let sub = monitor_subscribe(Topic::All).expect("monitor subscription");
@@ -386,6 +399,49 @@ impl Inner {
                 );
                 let cgroup = ContainerCgroup::create(&path)
                     .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+                if let Some(node) = &self.node {
+                    let netns = linux
+                        .and_then(|l| l.namespaces().as_ref())
+                        .into_iter()
+                        .flatten()
+                        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+                        .and_then(|n| n.path().clone())
+                        .filter(|p| !p.as_os_str().is_empty());
+                    let prepared = open_output_file(&paths.stdout)
+                        .and_then(|out| Ok((out, open_output_file(&paths.stderr)?)))
+                        .and_then(|(out, errs)| node.prepare(&plan, netns, out, errs));
+                    match prepared {
+                        Ok(Some(app)) => {
+                            tracing::info!(id, "served by the node process");
+                            init.lock().pid = std::process::id();
+                            let record = StateRecord {
+                                linux: false,
+                                pid: 0,
+                                cgroup: Some(cgroup.path().into()),
+                                mounted: mounted.clone(),
+                            };
+                            return self.created(
+                                req,
+                                bundle,
+                                Kind::Wasm {
+                                    plan: Box::new(plan),
+                                    cgroup,
+                                    rootfs: rootfs.into(),
+                                    hosted: Some(app),
+                                },
+                                init,
+                                None,
+                                record,
+                                mounted,
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            let _ = cgroup.delete();
+                            return Err(err(Code::INVALID_ARGUMENT, e.to_string()));
+                        }
+                    }
+                }
                 let resources = linux.and_then(|l| l.resources().clone());
                 let mut stdio = open()?;
                 feeder = stdio.feeder.take();
@@ -422,6 +478,7 @@ impl Inner {
                         plan: Box::new(plan),
                         cgroup,
                         rootfs: rootfs.into(),
+                        hosted: None,
                     },
                     record,
                 )
@@ -501,11 +558,27 @@ impl Inner {
                 )
             }
         };
+        self.created(req, bundle, kind, init, feeder, record, mounted)
+    }
+
+    /// Records a created container and announces it.
+    #[allow(clippy::too_many_arguments)]
+    fn created(
+        &self,
+        req: &CreateTaskRequest,
+        bundle: &Path,
+        kind: Kind,
+        init: Arc<Proc>,
+        feeder: Option<crate::process::StdinFeeder>,
+        record: StateRecord,
+        mounted: Option<PathBuf>,
+    ) -> ttrpc::Result<u32> {
+        let id = req.id.as_str();
         init.lock().stdin = feeder;
         if let Ok(json) = serde_json::to_vec(&record) {
             let _ = std::fs::write(bundle.join(STATE_FILE), json);
         }
-        let pid = record.pid;
+        let pid = init.lock().pid.max(record.pid);
         let container = Arc::new(Container {
             id: id.into(),
             bundle: bundle.into(),
@@ -540,9 +613,24 @@ fn unmount(target: &Path) {
     let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// Hosted apps have no process of their own: these calls would act on the
+/// whole node process.
+fn not_in_node_mode(c: &Container, what: &str) -> ttrpc::Result<()> {
+    match c.kind {
+        Kind::Wasm {
+            hosted: Some(_), ..
+        } => Err(err(
+            Code::UNIMPLEMENTED,
+            format!("{what} is not supported for apps served in node mode"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn signal_proc(p: &Proc, sig: Signal) -> bool {
     let s = p.lock();
-    if s.exit.is_some() || s.pid == 0 {
+    // A hosted app's pid is the node process's own: never signal ourselves.
+    if s.exit.is_some() || s.pid == 0 || s.pid == std::process::id() {
         return false;
     }
     kill(Pid::from_raw(s.pid as i32), sig).is_ok()
@@ -594,6 +682,18 @@ impl Task for Service {
             }
         }
         match &c.kind {
+            Kind::Wasm {
+                hosted: Some(app), ..
+            } if req.exec_id.is_empty() => {
+                let weak = Arc::downgrade(inner);
+                let proc = p.clone();
+                app.start(&req.id, move |code| {
+                    if let Some(inner) = weak.upgrade() {
+                        let pid = proc.lock().pid;
+                        inner.exited(&proc, pid, code);
+                    }
+                })
+            }
             Kind::Wasm { .. } => {
                 log::debug!("starting {}", p.event_id());
                 start_wasm(&p)
@@ -697,7 +797,14 @@ impl Task for Service {
                 .kill_all(req.signal)
                 .map_err(|e| err(Code::INTERNAL, e.to_string()))?,
             _ => {
-                signal_proc(&p, sig);
+                match &c.kind {
+                    Kind::Wasm {
+                        hosted: Some(app), ..
+                    } if req.exec_id.is_empty() => app.signal(sig as i32),
+                    _ => {
+                        signal_proc(&p, sig);
+                    }
+                }
                 if req.all && req.exec_id.is_empty() {
                     for e in lock(&c.execs).values() {
                         signal_proc(e, sig);
@@ -728,7 +835,19 @@ impl Task for Service {
                 ),
             ));
         }
-        if status == Status::CREATED {
+        let hosted_init = req.exec_id.is_empty()
+            && matches!(
+                c.kind,
+                Kind::Wasm {
+                    hosted: Some(_),
+                    ..
+                }
+            );
+        if status == Status::CREATED && hosted_init {
+            // Nothing runs yet: it stops as a killed process would.
+            let pid = p.lock().pid;
+            inner.exited(&p, pid, 128 + libc::SIGKILL);
+        } else if status == Status::CREATED {
             // Never started: containerd deletes it after a failed start.
             signal_proc(&p, Signal::SIGKILL);
             if p.wait_timeout(Duration::from_secs(10)).is_none() {
@@ -828,9 +947,15 @@ impl Task for Service {
                 plan,
                 cgroup,
                 rootfs,
+                hosted,
             } => {
-                let exec_plan = plan::exec_plan(plan, &process, rootfs, init_pid)
+                let mut exec_plan = plan::exec_plan(plan, &process, rootfs, init_pid)
                     .map_err(|e| err(Code::INVALID_ARGUMENT, e.to_string()))?;
+                if hosted.is_some() {
+                    // The init is the node process, in the host's namespaces:
+                    // join the pod's, from the spec, instead.
+                    exec_plan.join = plan.join.clone();
+                }
                 let mut stdio = open_stdio(&paths).map_err(|e| {
                     err(
                         Code::INVALID_ARGUMENT,
@@ -875,6 +1000,15 @@ impl Task for Service {
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let c = self.inner.container(&req.id)?;
         let pids = match &c.kind {
+            Kind::Wasm {
+                cgroup,
+                hosted: Some(_),
+                ..
+            } => {
+                let mut pids = vec![std::process::id()];
+                pids.extend(cgroup.procs());
+                pids
+            }
             Kind::Wasm { cgroup, .. } | Kind::Sandbox { cgroup, .. } => cgroup.procs(),
             Kind::Linux { .. } => linux_pids(c.init.lock().pid),
         };
@@ -899,7 +1033,13 @@ impl Task for Service {
             }
             s.pid
         };
-        let metrics = crate::metrics::collect(pid).map_err(|e| {
+        let metrics = match &c.kind {
+            Kind::Wasm {
+                hosted: Some(app), ..
+            } => Ok(crate::metrics::hosted(app.usage())),
+            _ => crate::metrics::collect(pid),
+        }
+        .map_err(|e| {
             err(
                 Code::INTERNAL,
                 format!("failed to read cgroup metrics: {e}"),
@@ -918,6 +1058,7 @@ impl Task for Service {
 
     fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
+        not_in_node_mode(&c, "updating resources")?;
         let json = req
             .resources
             .as_ref()
@@ -940,6 +1081,7 @@ impl Task for Service {
 
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
+        not_in_node_mode(&c, "pause")?;
         if c.init.lock().status != Status::RUNNING {
             return Err(err(Code::FAILED_PRECONDITION, "the task is not running"));
         }
@@ -961,6 +1103,7 @@ impl Task for Service {
 
     fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
+        not_in_node_mode(&c, "resume")?;
         if c.init.lock().status != Status::PAUSED {
             return Err(err(Code::FAILED_PRECONDITION, "the task is not paused"));
         }

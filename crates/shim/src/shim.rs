@@ -31,6 +31,8 @@ pub struct WispShim {
     socket: String,
     id: String,
     exit: Arc<ExitSignal>,
+    /// Started as `containerd-shim-wisp-node-v1`: one daemon for the node.
+    node: bool,
 }
 
 impl Shim for WispShim {
@@ -43,21 +45,36 @@ impl Shim for WispShim {
             socket: args.socket.clone(),
             id: args.id.clone(),
             exit: Arc::default(),
+            node: crate::node::is_node_mode(),
         }
     }
 
     /// Containers of one pod share a shim, as with containerd's runc shim:
     /// the socket address derives from the pod's sandbox id, and a second
     /// `start` for the same pod finds the running shim and returns its address.
+    ///
+    /// In node mode every container of the namespace shares one daemon.
     fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        let grouping = Spec::load("config.json")
-            .ok()
-            .and_then(|s| s.annotations().clone())
-            .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
+        let grouping = if self.node {
+            Some("wisp-node".to_string())
+        } else {
+            None
+        };
+        let grouping = grouping
+            .or_else(|| {
+                Spec::load("config.json")
+                    .ok()
+                    .and_then(|s| s.annotations().clone())
+                    .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
+            })
             .unwrap_or_else(|| opts.id.clone());
         // One malloc arena: the daemon's threads mostly sleep, and glibc's
         // per-thread arenas would cost resident memory per container.
-        let (_, address) = spawn(opts, &grouping, vec![("MALLOC_ARENA_MAX", "1")])?;
+        let mut vars = vec![("MALLOC_ARENA_MAX", "1")];
+        if self.node {
+            vars.push((crate::node::NODE_ENV, "1"));
+        }
+        let (_, address) = spawn(opts, &grouping, vars)?;
         write_address(&address)?;
         Ok(address)
     }
@@ -111,7 +128,13 @@ impl Shim for WispShim {
     fn create_task_service(&self, publisher: RemotePublisher) -> Service {
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
         let events = Events::start(publisher, self.namespace.clone(), address);
-        Service::new(events, &self.namespace, &self.address, self.exit.clone())
+        Service::new(
+            events,
+            &self.namespace,
+            &self.address,
+            self.exit.clone(),
+            self.node,
+        )
     }
 }
 

@@ -11,5 +11,6 @@ mod support;
 
 mod jobs;
 mod mixed;
+mod node;
 mod pods;
 mod sandbox;

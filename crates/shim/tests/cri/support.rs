@@ -29,6 +29,8 @@ use crate::layouts::{Entry, busybox_entries, layer_image, linux_image};
 /// The RuntimeClass handlers this containerd knows.
 pub const WISP: &str = "wisp";
 pub const RUNC: &str = "runc";
+/// Node mode: one process serves every Wasm HTTP app of the node.
+pub const WISP_NODE: &str = "wisp-node";
 
 /// The sandbox image (CRI's `sandbox_image`), imported at start.
 pub const PAUSE_IMAGE: &str = "docker.io/wisp-test/pause:3.10";
@@ -69,11 +71,13 @@ impl Cri {
         for sub in ["bin", "cni", "ipam", "logs"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        symlink(
-            env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"),
-            d.join("bin/containerd-shim-wisp-v1"),
-        )
-        .unwrap();
+        for name in ["containerd-shim-wisp-v1", "containerd-shim-wisp-node-v1"] {
+            symlink(
+                env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"),
+                d.join("bin").join(name),
+            )
+            .unwrap();
+        }
         std::fs::write(
             d.join("cni/10-wisp.conflist"),
             serde_json::to_vec_pretty(&serde_json::json!({
@@ -122,6 +126,8 @@ disabled_plugins = [{disabled}]
         Root = "{d}/runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{WISP}]
       runtime_type = "io.containerd.wisp.v1"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{WISP_NODE}]
+      runtime_type = "io.containerd.wisp-node.v1"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
@@ -576,6 +582,7 @@ disabled_plugins = [{disabled}]
     pub fn shims(&self) -> Vec<u32> {
         let address = self.address().to_string_lossy().into_owned();
         let mut pids = processes_matching("containerd-shim-wisp-v1", &address);
+        pids.extend(processes_matching("containerd-shim-wisp-node-v1", &address));
         pids.extend(processes_matching("containerd-shim-runc-v2", &address));
         pids
     }

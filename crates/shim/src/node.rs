@@ -1,0 +1,269 @@
+//! Node mode: every Wasm HTTP app of the node served by one process.
+//!
+//! containerd starts the shim as `containerd-shim-wisp-node-v1` (runtime
+//! type `io.containerd.wisp-node.v1`, the same binary under a second name).
+//! `start` then groups every container of the containerd namespace into one
+//! daemon, and that daemon serves Wasm HTTP apps itself instead of starting
+//! a process per container: one engine, one compiled-code cache and one
+//! instance pool for the node.
+//!
+//! Each hosted app keeps its pod's semantics:
+//! - its listener is bound inside the pod's network namespace (a helper
+//!   thread `setns`es, binds, and exits; the socket stays in that netns);
+//! - its env, preopens, args and per-instance memory cap come from its own
+//!   spec, and its guests' stdout/stderr go to its own FIFOs;
+//! - it is served by a thread of its own (a current-thread runtime), so a
+//!   kill drops exactly its connections and instances, and a busy app
+//!   competes with the others through the kernel's scheduler only;
+//! - its memory and CPU are metered per app (`wisp_runtime::meter`) for
+//!   Stats, since it has no cgroup of its own.
+//!
+//! Commands, execs and Linux containers still run as processes.
+
+use std::fs::File;
+use std::io;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns, unshare};
+use wisp_runtime::config::Config;
+use wisp_runtime::http::{GuestOutput, HttpServer};
+use wisp_runtime::meter::Usage;
+use wisp_runtime::{App, AppShape, Engine, EngineSettings};
+
+use crate::plan::{Executor, WasmPlan};
+
+/// The name the binary is installed under for node mode.
+pub const NODE_BINARY: &str = "containerd-shim-wisp-node-v1";
+/// The runtime type of node mode.
+pub const NODE_RUNTIME_ID: &str = "io.containerd.wisp-node.v1";
+
+/// Instance slots of the node's pool, shared by every hosted app.
+const NODE_INSTANCES: u32 = 1000;
+/// Connections one hosted app serves at once.
+const APP_MAX_CONNECTIONS: usize = 1024;
+/// How long a SIGTERM'd app drains before it exits anyway.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Set by `start` for the node-mode daemon it spawns: the daemon is spawned
+/// from `/proc/self/exe`, which has the binary's real name, not the one
+/// containerd ran.
+pub const NODE_ENV: &str = "WISP_NODE_MODE";
+
+/// Whether this process was started as the node-mode shim.
+pub fn is_node_mode() -> bool {
+    if std::env::var_os(NODE_ENV).is_some_and(|v| v == "1") {
+        return true;
+    }
+    std::env::args_os()
+        .next()
+        .and_then(|a| PathBuf::from(a).file_name().map(|n| n == NODE_BINARY))
+        .unwrap_or(false)
+}
+
+/// The node's engine, created with the first hosted app.
+#[derive(Default)]
+pub struct NodeHost {
+    engine: OnceLock<Engine>,
+}
+
+impl NodeHost {
+    fn engine(&self, cache_dir: Option<PathBuf>) -> io::Result<&Engine> {
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
+        }
+        let mut config = Config::default();
+        config.engine.pooling.total_instances = NODE_INSTANCES;
+        config.engine.cache_dir = cache_dir;
+        let engine = Engine::new(&EngineSettings::for_serve(&config))
+            .map_err(|e| io::Error::other(format!("failed to create the node's engine: {e}")))?;
+        Ok(self.engine.get_or_init(|| engine))
+    }
+
+    /// Loads `plan`'s app and prepares it to be served here; `None` when it
+    /// is not an HTTP app (it then runs as a process).
+    pub fn prepare(
+        &self,
+        plan: &WasmPlan,
+        netns: Option<PathBuf>,
+        stdout: Option<File>,
+        stderr: Option<File>,
+    ) -> io::Result<Option<HostedApp>> {
+        if plan.executor == Executor::Command {
+            return Ok(None);
+        }
+        let engine = self.engine(plan.cache_dir.clone())?;
+        let module = plan.module.display().to_string();
+        let app = App::load(engine, &plan.module, false).map_err(|e| {
+            io::Error::other(format!(
+                "failed to load `{module}`: {}",
+                wisp_runtime::error_chain(&e)
+            ))
+        })?;
+        let serve = matches!(
+            (plan.executor, app.shape()),
+            (Executor::Http, _) | (Executor::Auto, AppShape::HttpProxy)
+        );
+        if !serve {
+            return Ok(None);
+        }
+        let config = crate::child::config_from(plan);
+        let server =
+            HttpServer::with_output(engine, &app, &config, GuestOutput::files(stdout, stderr))
+                .map_err(|e| {
+                    io::Error::other(format!(
+                        "`{module}` cannot be served: {}",
+                        wisp_runtime::error_chain(&e)
+                    ))
+                })?;
+        let rt = current_thread()?;
+        rt.block_on(server.instantiate_once())
+            .map_err(|e| io::Error::other(format!("failed to instantiate `{module}`: {e:#}")))?;
+        let listener = bind_in_netns(netns, plan.listen)?;
+        Ok(Some(HostedApp {
+            server,
+            listener: Mutex::new(Some(listener)),
+            running: Mutex::new(None),
+        }))
+    }
+}
+
+/// An HTTP app served by the node process.
+pub struct HostedApp {
+    server: HttpServer,
+    listener: Mutex<Option<TcpListener>>,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    /// The signal that stopped it (0 while serving).
+    signal: Arc<AtomicI32>,
+    drain: Option<tokio::sync::oneshot::Sender<()>>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl HostedApp {
+    /// Starts serving on a thread of its own; `on_exit` gets the exit status
+    /// (128 + the signal that stopped it) once it has stopped.
+    pub fn start(&self, id: &str, on_exit: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+        let listener = lock(&self.listener)
+            .take()
+            .ok_or_else(|| io::Error::other("the app was started already"))?;
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = Arc::new(AtomicI32::new(0));
+        let server = self.server.clone();
+        let got = signal.clone();
+        std::thread::Builder::new()
+            .name(format!("wisp-app-{}", &id[..id.len().min(8)]))
+            .spawn(move || {
+                let code = match current_thread() {
+                    Ok(rt) => {
+                        let code = rt.block_on(async move {
+                            let listener = match tokio::net::TcpListener::from_std(listener) {
+                                Ok(l) => l,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "hosted app: listener");
+                                    return 1;
+                                }
+                            };
+                            let serve = server.serve(listener, APP_MAX_CONNECTIONS, DRAIN, async {
+                                let _ = drain_rx.await;
+                            });
+                            tokio::select! {
+                                _ = serve => 128 + got.load(Ordering::SeqCst),
+                                _ = kill_rx => 128 + libc::SIGKILL,
+                            }
+                        });
+                        // Dropping the runtime drops its connections and instances.
+                        drop(rt);
+                        code
+                    }
+                    Err(_) => 1,
+                };
+                on_exit(code);
+            })?;
+        *lock(&self.running) = Some(Running {
+            signal,
+            drain: Some(drain_tx),
+            kill: Some(kill_tx),
+        });
+        Ok(())
+    }
+
+    /// Delivers a signal as a process would take it: SIGKILL stops at once,
+    /// SIGTERM/SIGINT/SIGQUIT/SIGHUP drain in-flight requests first, others
+    /// are ignored (a Wasm guest has no signal handlers).
+    pub fn signal(&self, sig: i32) {
+        let mut running = lock(&self.running);
+        let Some(r) = running.as_mut() else { return };
+        match sig {
+            libc::SIGKILL => {
+                if let Some(k) = r.kill.take() {
+                    let _ = k.send(());
+                }
+            }
+            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT | libc::SIGHUP => {
+                let _ = r
+                    .signal
+                    .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                if let Some(d) = r.drain.take() {
+                    let _ = d.send(());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.server.usage()
+    }
+}
+
+/// Binds `addr` inside the network namespace at `netns`, or a fresh one when
+/// there is none, from a helper thread: a netns is per thread, and a socket
+/// keeps the one it was made in.
+fn bind_in_netns(netns: Option<PathBuf>, addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    std::thread::Builder::new()
+        .name("wisp-bind".into())
+        .spawn(move || -> io::Result<TcpListener> {
+            match &netns {
+                Some(path) => {
+                    let f = File::open(path).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("failed to open netns {}: {e}", path.display()),
+                        )
+                    })?;
+                    setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                        io::Error::other(format!("failed to join netns {}: {e}", path.display()))
+                    })?;
+                }
+                None => {
+                    unshare(CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| io::Error::other(format!("failed to create a netns: {e}")))?;
+                    crate::netns::loopback_up()?;
+                }
+            }
+            let l = TcpListener::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("failed to listen on {addr}: {e}"))
+            })?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the bind thread panicked"))?
+}
+
+fn current_thread() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

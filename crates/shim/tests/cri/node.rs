@@ -1,0 +1,162 @@
+//! Node mode (handler `wisp-node`): one shim process serves the Wasm HTTP
+//! apps of every pod, each still behaving like a pod.
+
+use std::time::{Duration, Instant};
+
+use wisp_test_guests as guests;
+
+use crate::support::{Cri, WISP_NODE, container, env, http_get, processes_matching, wait_ready};
+
+/// The long-lived shim daemons of this containerd (not `start`/`delete`).
+fn daemons(cri: &Cri) -> Vec<u32> {
+    let address = cri.address().to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids: Vec<u32> = processes_matching("containerd-shim-wisp", &address)
+            .into_iter()
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<_> = cmdline.split(|b| *b == 0).collect();
+                !args.iter().any(|a| *a == b"start" || *a == b"delete")
+            })
+            .collect();
+        if pids.len() <= 1 || Instant::now() > deadline {
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn node_mode_serves_three_pods_of_two_apps_from_one_process() {
+    let cri = Cri::start();
+    let echo = cri.import_wasm_app(
+        "echo-app",
+        &guests::http_echo(),
+        &[("echo.wasm", &guests::echo())],
+    );
+    let hello = cri.import_wasm_app("hello-app", &guests::http_hello(), &[]);
+    let pods: Vec<_> = [("a", &echo), ("b", &echo), ("c", &hello)]
+        .into_iter()
+        .map(|(name, image)| {
+            let pod = cri.run_pod(name, WISP_NODE);
+            let mut config = container("app", image);
+            env(&mut config, &[("PORT", "8080"), ("POD", name)]);
+            let id = cri.run(&pod, config.clone());
+            (pod, id, config)
+        })
+        .collect();
+    for (pod, _, _) in &pods {
+        assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
+    }
+    let (a, b, c) = (&pods[0], &pods[1], &pods[2]);
+
+    // One process serves them all, and the apps are not processes: their
+    // containers' cgroups hold nothing; the pause containers are the
+    // daemon's children.
+    let node = daemons(&cri);
+    assert_eq!(node.len(), 1, "shim daemons: {node:?}");
+    for (pod, _, _) in &pods {
+        let pause = cri.sandbox_pid(&pod.id);
+        let status = std::fs::read_to_string(format!("/proc/{pause}/status")).unwrap();
+        assert!(
+            status.contains(&format!("PPid:\t{}\n", node[0])),
+            "{status}"
+        );
+    }
+    for cg in cri.container_cgroups() {
+        let procs = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+        let is_sandbox = pods.iter().any(|(p, _, _)| cg.ends_with(&p.id));
+        assert!(
+            is_sandbox || procs.trim().is_empty(),
+            "{}: {procs}",
+            cg.display()
+        );
+    }
+
+    // Per-pod env, and logs in each pod's own log file.
+    for (pod, _, _) in [a, b] {
+        let name = &pod.config.metadata.as_ref().unwrap().name;
+        assert_eq!(
+            http_get(&pod.ip, 8080, "/env?name=POD"),
+            Some((200, name.clone()))
+        );
+        assert_eq!(
+            http_get(&pod.ip, 8080, &format!("/log?n=3&tag={name}")),
+            Some((200, "logged 3\n".into()))
+        );
+    }
+    for (pod, _, config) in [a, b] {
+        let name = &pod.config.metadata.as_ref().unwrap().name;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lines = loop {
+            let lines = cri.log_lines(pod, config);
+            if lines.len() >= 6 || Instant::now() > deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut texts: Vec<_> = lines
+            .iter()
+            .map(|l| (l.stream.as_str(), l.text.as_str()))
+            .collect();
+        texts.sort();
+        let mut want: Vec<(&str, String)> = (0..3)
+            .flat_map(|i| {
+                [
+                    ("stderr", format!("{name} err {i}")),
+                    ("stdout", format!("{name} out {i}")),
+                ]
+            })
+            .collect();
+        want.sort();
+        let want: Vec<(&str, &str)> = want.iter().map(|(s, t)| (*s, t.as_str())).collect();
+        assert_eq!(texts, want, "pod {name}'s log");
+    }
+
+    // Exec runs a WASI command in the pod's context.
+    let r = cri.exec_sync(&a.1, &["/tools/echo.wasm", "env", "POD"]);
+    assert_eq!((r.exit_code, &r.stdout[..]), (0, &b"POD=a\n"[..]));
+
+    // Per-pod stats: pod a did work, pod c only answered probes.
+    for _ in 0..200 {
+        http_get(&a.0.ip, 8080, "/log?n=20&tag=busy").unwrap();
+    }
+    let cpu = |id: &str| {
+        cri.stats(id)
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map_or(0, |v| v.value)
+    };
+    let (cpu_a, cpu_c) = (cpu(&a.1), cpu(&c.1));
+    assert!(cpu_a > 0 && cpu_c > 0, "cpu a {cpu_a}, c {cpu_c}");
+    assert!(cpu_a > 2 * cpu_c, "cpu a {cpu_a} vs c {cpu_c}");
+
+    // A graceful stop of one pod's app: 143, the others keep serving.
+    let ip = b.0.ip.clone();
+    let slow = std::thread::spawn(move || http_get(&ip, 8080, "/sleep?ms=800"));
+    std::thread::sleep(Duration::from_millis(200));
+    cri.stop_container(&b.1, 30);
+    assert_eq!(slow.join().unwrap(), Some((200, "slept 800\n".into())));
+    assert_eq!(cri.status(&b.1).exit_code, 143);
+    assert_eq!(http_get(&b.0.ip, 8080, "/"), None);
+    cri.remove_pod(&b.0.id);
+    for (pod, _, _) in [a, c] {
+        assert_eq!(
+            http_get(&pod.ip, 8080, "/"),
+            Some((200, "hello from wisp\n".into()))
+        );
+    }
+    assert_eq!(daemons(&cri), node, "the node process is the same");
+
+    // The last pods gone, the node process exits; nothing is left.
+    cri.remove_pod(&a.0.id);
+    cri.remove_pod(&c.0.id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cri.shims().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cri.shims(), Vec::<u32>::new());
+    assert_eq!(cri.mounts(), Vec::<String>::new());
+    assert!(cri.container_cgroups().is_empty());
+}
