@@ -160,3 +160,83 @@ fn node_mode_serves_three_pods_of_two_apps_from_one_process() {
     assert_eq!(cri.mounts(), Vec::<String>::new());
     assert!(cri.container_cgroups().is_empty());
 }
+
+#[test]
+fn a_hostile_pod_in_node_mode_does_not_disturb_its_neighbour() {
+    let cri = Cri::start();
+    let echo = cri.import_wasm_app("echo-app", &guests::http_echo(), &[]);
+    let healthy = cri.run_pod("healthy", WISP_NODE);
+    let mut config = container("app", &echo);
+    env(&mut config, &[("PORT", "8080")]);
+    cri.run(&healthy, config.clone());
+    let hostile = cri.run_pod("hostile", WISP_NODE);
+    // The spec's memory limit caps each of the hostile app's instances.
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .resources
+        .as_mut()
+        .unwrap()
+        .memory_limit_in_bytes = 64 << 20;
+    let hostile_id = cri.run(&hostile, config);
+    assert_eq!(wait_ready(&healthy.ip, 8080, "/"), "hello from wisp\n");
+    assert_eq!(wait_ready(&hostile.ip, 8080, "/"), "hello from wisp\n");
+    assert_eq!(daemons(&cri).len(), 1);
+
+    // Infinite loops, memory bombs and traps, all at once and repeatedly.
+    let ip = hostile.ip.clone();
+    let attack = std::thread::spawn(move || {
+        let loops: Vec<_> = (0..2)
+            .map(|_| {
+                let ip = ip.clone();
+                std::thread::spawn(move || http_get(&ip, 8080, "/loop"))
+            })
+            .collect();
+        let mut failures = 0;
+        for _ in 0..20 {
+            for path in ["/bomb", "/trap"] {
+                if let Some((500, _)) = http_get(&ip, 8080, path) {
+                    failures += 1;
+                }
+            }
+        }
+        (failures, loops)
+    });
+    // Meanwhile every request to the healthy pod succeeds.
+    let started = Instant::now();
+    let mut served = 0;
+    while !attack.is_finished() || served < 200 {
+        assert_eq!(
+            http_get(&healthy.ip, 8080, "/"),
+            Some((200, "hello from wisp\n".into()))
+        );
+        served += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the attack never ended"
+        );
+    }
+    let (failures, loops) = attack.join().unwrap();
+    assert_eq!(failures, 40, "every bomb and trap answers 500");
+    let stats = cri.stats(&hostile_id);
+    let hostile_cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .unwrap()
+        .value;
+    assert!(hostile_cpu > 0);
+
+    // The hostile pod's loops never end by themselves: its stop ends in
+    // SIGKILL after the grace period, and the neighbour keeps serving.
+    cri.stop_container(&hostile_id, 1);
+    assert_eq!(cri.status(&hostile_id).exit_code, 137);
+    for l in loops {
+        assert_eq!(l.join().unwrap(), None, "the looping request was cut");
+    }
+    assert_eq!(
+        http_get(&healthy.ip, 8080, "/"),
+        Some((200, "hello from wisp\n".into()))
+    );
+    eprintln!("healthy requests served during the attack: {served}");
+}
