@@ -20,7 +20,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Containerd, RUNC, WISP, processes_matching};
+use host::{pss_kib, shim_tree};
+use support::{Containerd, RUNC, WISP};
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
@@ -45,43 +46,6 @@ fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
         ms.len()
     );
     median
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("Pss:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn ppid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Every process whose cmdline names `shim` and mentions `needle`, plus all
-/// their descendants.
-fn shim_tree(shim: &str, needle: &str) -> Vec<u32> {
-    let all: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect();
-    let mut tree = processes_matching(shim, needle);
-    loop {
-        let before = tree.len();
-        for p in &all {
-            if !tree.contains(p) && ppid(*p).is_some_and(|pp| tree.contains(&pp)) {
-                tree.push(*p);
-            }
-        }
-        if tree.len() == before {
-            return tree;
-        }
-    }
 }
 
 /// The binary containerd runs for a runtime type: `io.containerd.X.vN` is

@@ -1,4 +1,6 @@
-//! Facts about the host's processes, for the leak checks of both tiers.
+//! Facts about the host's processes, for the leak checks of both tiers and
+//! the memory figures of the benchmarks.
+#![allow(dead_code)]
 
 /// Pids of the processes whose command line contains both `name` and
 /// `needle` (e.g. a shim binary and a containerd's address).
@@ -13,4 +15,42 @@ pub fn processes_matching(name: &str, needle: &str) -> Vec<u32> {
             (cmdline.contains(name) && cmdline.contains(needle)).then_some(pid)
         })
         .collect()
+}
+
+/// Proportional set size of a process, in KiB.
+pub fn pss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every process whose cmdline names `shim` and mentions `needle`, plus all
+/// their descendants.
+pub fn shim_tree(shim: &str, needle: &str) -> Vec<u32> {
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect();
+    let mut tree = processes_matching(shim, needle);
+    loop {
+        let before = tree.len();
+        for p in &all {
+            if !tree.contains(p) && ppid(*p).is_some_and(|pp| tree.contains(&pp)) {
+                tree.push(*p);
+            }
+        }
+        if tree.len() == before {
+            return tree;
+        }
+    }
 }

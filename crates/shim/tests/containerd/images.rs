@@ -196,7 +196,7 @@ fn bad_images_fail_create_naming_the_image_and_the_problem() {
     // No shim of these failed containers stays behind.
     let address = c.address().to_string_lossy().into_owned();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !crate::support::processes_matching("containerd-shim-wisp-v1", &address).is_empty() {
+    while !crate::host::processes_matching("containerd-shim-wisp-v1", &address).is_empty() {
         assert!(std::time::Instant::now() < deadline, "a shim is left");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -9,9 +9,8 @@ use sha2::{Digest, Sha256};
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
-use crate::support::{
-    Containerd, NetNs, WISP, processes_matching, stderr, stdout, task_status, wait_status,
-};
+use crate::host::processes_matching;
+use crate::support::{Containerd, NetNs, WISP, stderr, stdout, task_status, wait_status};
 
 /// A rootfs directory holding the http-echo app and the echo command.
 fn http_rootfs(dir: &Path) -> String {

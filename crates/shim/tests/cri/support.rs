@@ -3,8 +3,8 @@
 //!
 //! Each [`Cri`] owns: a work dir under /tmp (containerd's root, state,
 //! sockets, the CNI config and IPAM data, pod logs), a CNI bridge of its own
-//! on a private /24 that exists only inside this VM, a static pause image in
-//! the `k8s.io` namespace, the `wisp` handler (containerd-shim-wisp-v1 first
+//! on a private /16 that exists only inside this VM, a static pause image in
+//! the `k8s.io` namespace, the `wisp` and `wisp-node` handlers (containerd-shim-wisp-v1 first
 //! on containerd's PATH) and the `runc` handler, and a cgroup parent of its
 //! own. Drop tears down in the order `../shared/notes/cri.md` gives: pods
 //! through CRI, then containerd, then mounts, cgroups and the bridge.
@@ -91,7 +91,7 @@ impl Cri {
                     "hairpinMode": true,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
+                        "ranges": [[{"subnet": format!("{subnet}.0.0/16")}]],
                         "dataDir": d.join("ipam"),
                     },
                 }],
@@ -650,20 +650,21 @@ fn remove_cgroup_tree(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
 }
 
-/// A /24 (as `10.x.y`) that no route on this machine uses yet.
+/// A /16 (as `10.x`, room for the density benchmark's 1,000 pods) that no
+/// route on this machine touches yet.
 fn free_subnet(pid: u32, n: u32) -> String {
     let routes = Command::new("ip")
         .args(["-4", "route", "show"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let mut k = (pid.wrapping_mul(7) + n) % 4000;
+    let mut k = (pid.wrapping_mul(7) + n) % 100;
     loop {
-        let subnet = format!("10.{}.{}", 200 + k / 250, k % 250);
+        let subnet = format!("10.{}", 150 + k);
         if !routes.contains(&format!("{subnet}.")) {
             return subnet;
         }
-        k = (k + 1) % 4000;
+        k = (k + 1) % 100;
     }
 }
 
