@@ -68,6 +68,22 @@ impl Shim for WispShim {
                     .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
             })
             .unwrap_or_else(|| opts.id.clone());
+        // A daemon already serving the group (the pod's, or in node mode the
+        // node's) answers on its socket: hand containerd that address without
+        // spawning a second daemon, which would only find the socket taken
+        // and exit. Besides saving an exec, this avoids a hang: the crate's
+        // signal pipe is torn down as `start` returns, and a SIGCHLD from that
+        // short-lived child arriving then made the signal handler's write
+        // raise SIGPIPE, whose handler wrote again, forever.
+        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+        if containerd_shim::protos::ttrpc::Client::connect(&address).is_ok() {
+            write_address(&address)?;
+            return Ok(address);
+        }
+        // Nothing here needs SIGPIPE; as a signal it can only feed the loop above.
+        // SAFETY: setting a signal's disposition to SIG_IGN is async-signal-safe
+        // and touches no memory.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         // One malloc arena: the daemon's threads mostly sleep, and glibc's
         // per-thread arenas would cost resident memory per container.
         let mut vars = vec![("MALLOC_ARENA_MAX", "1")];

@@ -7,12 +7,18 @@
 use std::path::{Path, PathBuf};
 
 /// The repository root.
+///
+/// From the running test's `CARGO_MANIFEST_DIR` (cargo sets it for test
+/// processes; every crate sits two levels below the root) before this
+/// crate's compile-time one: a build cache shared between clones at other
+/// paths (CI's) may hold this crate compiled in another clone.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crates/test-guests sits two levels below the root")
-        .to_owned()
+    let root = |dir: &Path| dir.ancestors().nth(2).map(Path::to_owned);
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .and_then(|d| root(Path::new(&d)))
+        .filter(|r| r.join("guests").is_dir())
+        .or_else(|| root(Path::new(env!("CARGO_MANIFEST_DIR"))))
+        .expect("crates sit two levels below the root")
 }
 
 /// Directory of the built C guests.

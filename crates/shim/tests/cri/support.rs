@@ -674,7 +674,10 @@ fn pause_binary() -> &'static [u8] {
     PAUSE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("pause");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cri/pause.c");
+        // The running test's package dir first (see wisp_test_guests::repo_root).
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let src = Path::new(&dir).join("tests/cri/pause.c");
         let status = Command::new("cc")
             .args(["-static", "-Os", "-s", "-o"])
             .arg(&out)
