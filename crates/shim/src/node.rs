@@ -9,7 +9,9 @@
 //!
 //! Each hosted app keeps its pod's semantics:
 //! - its listener is bound inside the pod's network namespace (a helper
-//!   thread `setns`es, binds, and exits; the socket stays in that netns);
+//!   thread `setns`es, binds, and exits; the socket stays in that netns),
+//!   and its serving thread joins that netns too, so outgoing connections
+//!   leave from the pod;
 //! - its env, preopens, args and per-instance memory cap come from its own
 //!   spec, and its guests' stdout/stderr go to its own FIFOs;
 //! - it is served by a thread of its own (a current-thread runtime), so a
@@ -122,10 +124,10 @@ impl NodeHost {
         let rt = current_thread()?;
         rt.block_on(server.instantiate_once())
             .map_err(|e| io::Error::other(format!("failed to instantiate `{module}`: {e:#}")))?;
-        let listener = bind_in_netns(netns, plan.listen)?;
+        let (listener, netns) = bind_in_netns(netns, plan.listen)?;
         Ok(Some(HostedApp {
             server,
-            listener: Mutex::new(Some(listener)),
+            listener: Mutex::new(Some((listener, netns))),
             running: Mutex::new(None),
         }))
     }
@@ -134,7 +136,8 @@ impl NodeHost {
 /// An HTTP app served by the node process.
 pub struct HostedApp {
     server: HttpServer,
-    listener: Mutex<Option<TcpListener>>,
+    /// The listener and the pod's netns, until Start.
+    listener: Mutex<Option<(TcpListener, File)>>,
     running: Mutex<Option<Running>>,
 }
 
@@ -149,7 +152,7 @@ impl HostedApp {
     /// Starts serving on a thread of its own; `on_exit` gets the exit status
     /// (128 + the signal that stopped it) once it has stopped.
     pub fn start(&self, id: &str, on_exit: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
-        let listener = lock(&self.listener)
+        let (listener, netns) = lock(&self.listener)
             .take()
             .ok_or_else(|| io::Error::other("the app was started already"))?;
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
@@ -160,6 +163,16 @@ impl HostedApp {
         std::thread::Builder::new()
             .name(format!("wisp-app-{}", &id[..id.len().min(8)]))
             .spawn(move || {
+                // The app's thread lives in the pod's netns, so the guests'
+                // outgoing connections (made on this thread, as are the
+                // resolver threads it starts) leave from the pod, as they
+                // would from a container process.
+                if let Err(e) = setns(&netns, CloneFlags::CLONE_NEWNET) {
+                    tracing::error!(error = %e, "hosted app: failed to join the pod's netns");
+                    on_exit(1);
+                    return;
+                }
+                drop(netns);
                 let code = match current_thread() {
                     Ok(rt) => {
                         let code = rt.block_on(async move {
@@ -225,11 +238,14 @@ impl HostedApp {
 
 /// Binds `addr` inside the network namespace at `netns`, or a fresh one when
 /// there is none, from a helper thread: a netns is per thread, and a socket
-/// keeps the one it was made in.
-fn bind_in_netns(netns: Option<PathBuf>, addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+/// keeps the one it was made in. Returns the listener and the netns.
+fn bind_in_netns(
+    netns: Option<PathBuf>,
+    addr: std::net::SocketAddr,
+) -> io::Result<(TcpListener, File)> {
     std::thread::Builder::new()
         .name("wisp-bind".into())
-        .spawn(move || -> io::Result<TcpListener> {
+        .spawn(move || -> io::Result<(TcpListener, File)> {
             match &netns {
                 Some(path) => {
                     let f = File::open(path).map_err(|e| {
@@ -252,7 +268,7 @@ fn bind_in_netns(netns: Option<PathBuf>, addr: std::net::SocketAddr) -> io::Resu
                 io::Error::new(e.kind(), format!("failed to listen on {addr}: {e}"))
             })?;
             l.set_nonblocking(true)?;
-            Ok(l)
+            Ok((l, File::open("/proc/thread-self/ns/net")?))
         })?
         .join()
         .map_err(|_| io::Error::other("the bind thread panicked"))?

@@ -3,14 +3,23 @@
 
 use wisp_test_guests as guests;
 
-use crate::support::{Cri, WISP, container, env, http_get, wait_ready};
+use crate::support::{Cri, WISP, WISP_NODE, container, env, http_get, wait_ready};
 
 #[test]
 fn a_wasm_app_and_a_busybox_sidecar_share_the_pod_network() {
+    mixed_pod(WISP);
+}
+
+#[test]
+fn the_same_mixed_pod_in_node_mode() {
+    mixed_pod(WISP_NODE);
+}
+
+fn mixed_pod(handler: &str) {
     let cri = Cri::start();
     let app = cri.import_wasm_app("web", &guests::http_echo(), &[]);
     let busybox = cri.import_busybox();
-    let pod = cri.run_pod("mixed", WISP);
+    let pod = cri.run_pod("mixed", handler);
 
     let mut wasm = container("app", &app);
     env(
