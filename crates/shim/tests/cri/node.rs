@@ -240,3 +240,58 @@ fn a_hostile_pod_in_node_mode_does_not_disturb_its_neighbour() {
     );
     eprintln!("healthy requests served during the attack: {served}");
 }
+
+#[test]
+fn when_the_node_process_dies_every_task_it_hosted_exits_and_new_pods_start_afresh() {
+    let cri = Cri::start();
+    let hello = cri.import_wasm_app("hello-app", &guests::http_hello(), &[]);
+    let pods: Vec<_> = ["x", "y"]
+        .into_iter()
+        .map(|name| {
+            let pod = cri.run_pod(name, WISP_NODE);
+            let mut config = container("app", &hello);
+            env(&mut config, &[("PORT", "8080")]);
+            let id = cri.run(&pod, config);
+            wait_ready(&pod.ip, 8080, "/");
+            (pod, id)
+        })
+        .collect();
+    let node = daemons(&cri);
+    assert_eq!(node.len(), 1);
+    let pauses: Vec<u32> = pods.iter().map(|(p, _)| cri.sandbox_pid(&p.id)).collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node[0] as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+
+    // containerd sees every task exit: no container hangs as running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (_, id) in &pods {
+        let s = cri.wait_exited(id);
+        assert_ne!(s.exit_code, 0, "{s:?}");
+    }
+    // Nor does any pause process outlive it.
+    for pid in pauses {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "pause {pid} outlived the node process"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for (pod, _) in &pods {
+        cri.remove_pod(&pod.id);
+    }
+
+    // The next pod starts a fresh node process, which serves.
+    let pod = cri.run_pod("z", WISP_NODE);
+    let mut config = container("app", &hello);
+    env(&mut config, &[("PORT", "8080")]);
+    cri.run(&pod, config);
+    assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
+    let fresh = daemons(&cri);
+    assert_eq!(fresh.len(), 1);
+    assert_ne!(fresh, node);
+}
