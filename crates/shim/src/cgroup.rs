@@ -93,6 +93,48 @@ impl ContainerCgroup {
         pids
     }
 
+    /// Applies the CPU part of `resources` to the cgroup itself (for node
+    /// mode's app threads, which have no process of their own).
+    pub fn apply_cpu(&self, resources: &oci_spec::runtime::LinuxResources) -> io::Result<()> {
+        let Some(cpu) = resources.cpu() else {
+            return Ok(());
+        };
+        let ctl = self
+            .cg
+            .subsystems()
+            .iter()
+            .find_map(|s| match s {
+                Subsystem::Cpu(c) => Some(c),
+                _ => None,
+            })
+            .ok_or_else(|| io::Error::other("no cpu controller for this cgroup"))?;
+        let fail = |e| io::Error::other(format!("failed to set cpu limits of {}: {e}", self.path));
+        if let Some(shares) = cpu.shares().filter(|s| *s > 0) {
+            ctl.set_shares(shares).map_err(fail)?;
+        }
+        ctl.set_cfs_quota_and_period(
+            cpu.quota().filter(|q| *q != 0),
+            cpu.period().filter(|p| *p > 0),
+        )
+        .map_err(fail)
+    }
+
+    /// The `tasks` files of the CPU controllers (v1), for a thread to join:
+    /// cgroup v1 places threads one by one in `cpu` and `cpuacct`, so an
+    /// app thread of the node process gets the container's CPU limit and
+    /// accounting. Empty on v2, where only whole processes join.
+    pub fn cpu_thread_files(&self) -> Vec<std::path::PathBuf> {
+        if self.cg.v2() {
+            return Vec::new();
+        }
+        self.cg
+            .subsystems()
+            .iter()
+            .filter(|s| matches!(s, Subsystem::Cpu(_) | Subsystem::CpuAcct(_)))
+            .map(|s| s.to_controller().path().join("tasks"))
+            .collect()
+    }
+
     fn freezer(&self) -> io::Result<&FreezerController> {
         self.cg
             .subsystems()

@@ -151,7 +151,15 @@ struct Running {
 impl HostedApp {
     /// Starts serving on a thread of its own; `on_exit` gets the exit status
     /// (128 + the signal that stopped it) once it has stopped.
-    pub fn start(&self, id: &str, on_exit: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+    ///
+    /// `cpu_tasks` are the container cgroup's CPU `tasks` files: the thread
+    /// joins them, so the spec's CPU limit holds it and cpuacct counts it.
+    pub fn start(
+        &self,
+        id: &str,
+        cpu_tasks: Vec<PathBuf>,
+        on_exit: impl FnOnce(i32) + Send + 'static,
+    ) -> io::Result<()> {
         let (listener, netns) = lock(&self.listener)
             .take()
             .ok_or_else(|| io::Error::other("the app was started already"))?;
@@ -173,6 +181,11 @@ impl HostedApp {
                     return;
                 }
                 drop(netns);
+                for tasks in &cpu_tasks {
+                    if let Err(e) = std::fs::write(tasks, "0") {
+                        tracing::warn!(error = %e, file = %tasks.display(), "hosted app: CPU cgroup not joined");
+                    }
+                }
                 let code = match current_thread() {
                     Ok(rt) => {
                         let code = rt.block_on(async move {

@@ -413,6 +413,12 @@ impl Inner {
                     match prepared {
                         Ok(Some(app)) => {
                             tracing::info!(id, "served by the node process");
+                            if let Some(r) = linux.and_then(|l| l.resources().as_ref())
+                                && let Err(e) = cgroup.apply_cpu(r)
+                            {
+                                let _ = cgroup.delete();
+                                return Err(err(Code::INVALID_ARGUMENT, e.to_string()));
+                            }
                             init.lock().pid = std::process::id();
                             let record = StateRecord {
                                 linux: false,
@@ -683,11 +689,13 @@ impl Task for Service {
         }
         match &c.kind {
             Kind::Wasm {
-                hosted: Some(app), ..
+                hosted: Some(app),
+                cgroup,
+                ..
             } if req.exec_id.is_empty() => {
                 let weak = Arc::downgrade(inner);
                 let proc = p.clone();
-                app.start(&req.id, move |code| {
+                app.start(&req.id, cgroup.cpu_thread_files(), move |code| {
                     if let Some(inner) = weak.upgrade() {
                         let pid = proc.lock().pid;
                         inner.exited(&proc, pid, code);
