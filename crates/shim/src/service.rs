@@ -254,6 +254,12 @@ impl Inner {
         proc.lock().pid = pid;
         let early = lock(&self.pids).register(pid, proc);
         if let Some(code) = early {
+            // Rare and worth seeing: a stale exit of an earlier process with
+            // the same pid would stop this one (see the node-mode density run).
+            log::warn!(
+                "{} (pid {pid}) had exited ({code}) before it was registered",
+                proc.event_id()
+            );
             self.exited(proc, pid, code);
         }
     }
