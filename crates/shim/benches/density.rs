@@ -13,7 +13,8 @@
 //! - `wisp-node`: node mode, the same app;
 //! - `runc`: busybox httpd, the same-shaped pod with a native server.
 //!
-//! `WISP_BENCH_PODS` sets N (default 100). Needs what the CRI tier needs.
+//! `WISP_BENCH_PODS` sets N (default 100); `WISP_BENCH_HANDLERS` (comma-
+//! separated) picks handlers. Needs what the CRI tier needs.
 
 #[path = "../tests/common/host.rs"]
 mod host;
@@ -73,7 +74,11 @@ fn main() {
         "  {:<10} {:>6} {:>10} {:>12} {:>12} {:>14} {:>12}",
         "handler", "pods", "processes", "total MiB", "MiB/pod", "marginal MiB", "start s"
     );
+    let only = std::env::var("WISP_BENCH_HANDLERS").unwrap_or_default();
     for (handler, image) in [(WISP_NODE, &wasm), (WISP, &wasm), (RUNC, &busybox)] {
+        if !only.is_empty() && !only.split(',').any(|h| h == handler) {
+            continue;
+        }
         let started = Instant::now();
         let mut pods = start(&cri, handler, image, 0, half);
         let (_, at_half) = footprint(&cri);

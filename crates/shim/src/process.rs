@@ -139,18 +139,26 @@ impl Proc {
 #[derive(Default)]
 pub struct PidTable {
     procs: HashMap<u32, Arc<Proc>>,
-    early: HashMap<u32, i32>,
+    early: HashMap<u32, (i32, std::time::Instant)>,
     early_order: std::collections::VecDeque<u32>,
 }
 
 /// Exits of pids nobody registered (helper commands such as `runc start`)
 /// kept for late registration; bounded.
 const EARLY_EXITS_KEPT: usize = 4096;
+/// How long an early exit can belong to a process being registered: the
+/// window between spawning a process and registering its pid is
+/// milliseconds. Older ones are of an earlier process that had the same pid
+/// (pids wrap at 32768 on small machines, and a node-mode shim lives long),
+/// and would stop a live process.
+const EARLY_EXIT_TTL: Duration = Duration::from_secs(10);
 
 impl PidTable {
     /// Registers `proc` under `pid`; returns an exit code that already came in.
     pub fn register(&mut self, pid: u32, proc: &Arc<Proc>) -> Option<i32> {
-        if let Some(code) = self.early.remove(&pid) {
+        if let Some((code, at)) = self.early.remove(&pid)
+            && at.elapsed() < EARLY_EXIT_TTL
+        {
             return Some(code);
         }
         self.procs.insert(pid, proc.clone());
@@ -162,7 +170,11 @@ impl PidTable {
         if let Some(p) = self.procs.remove(&pid) {
             return Some(p);
         }
-        if self.early.insert(pid, code).is_none() {
+        if self
+            .early
+            .insert(pid, (code, std::time::Instant::now()))
+            .is_none()
+        {
             self.early_order.push_back(pid);
         }
         while self.early_order.len() > EARLY_EXITS_KEPT {
@@ -433,6 +445,10 @@ mod tests {
         assert_eq!(t.register(7, &p), Some(3));
         assert!(t.register(8, &p).is_none());
         assert!(t.exited(8, 0).is_some());
+        // An exit of an earlier process with a reused pid is not claimed.
+        assert!(t.exited(9, 1).is_none());
+        t.early.get_mut(&9).unwrap().1 -= EARLY_EXIT_TTL;
+        assert!(t.register(9, &p).is_none());
     }
 
     #[test]
