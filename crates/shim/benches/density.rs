@@ -31,11 +31,31 @@ use host::{pss_kib, shim_tree};
 use support::{Cri, Pod, RUNC, WISP, WISP_NODE, container, env, wait_ready};
 use wisp_test_guests as guests;
 
-/// (processes, PSS KiB) of every shim tree of `cri`'s containerd.
-fn footprint(cri: &Cri) -> (usize, u64) {
+/// (processes, PSS KiB, open fds) of every shim tree of `cri`'s containerd.
+fn footprint(cri: &Cri) -> (usize, u64, usize) {
     std::thread::sleep(Duration::from_secs(2));
     let tree = shim_tree("containerd-shim-", &cri.address().to_string_lossy());
-    (tree.len(), tree.iter().map(|p| pss_kib(*p)).sum())
+    let fds = tree
+        .iter()
+        .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |d| d.count()))
+        .sum();
+    // Mappings of the busiest process (vm.max_map_count bounds each process).
+    let maps = tree
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/maps")).map_or(0, |m| m.lines().count())
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!("  (largest process: {maps} mappings)");
+    if let Ok(path) = std::env::var("WISP_BENCH_MAPS_DUMP")
+        && let Some(p) = tree.iter().max_by_key(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/maps")).map_or(0, |m| m.lines().count())
+        })
+    {
+        let _ = std::fs::copy(format!("/proc/{p}/maps"), path);
+    }
+    (tree.len(), tree.iter().map(|p| pss_kib(*p)).sum(), fds)
 }
 
 fn start(cri: &Cri, handler: &str, image: &str, from: usize, to: usize) -> Vec<Pod> {
@@ -71,8 +91,15 @@ fn main() {
     let busybox = cri.import_busybox();
     println!("idle HTTP pods (pause + app), PSS of the shim process trees:");
     println!(
-        "  {:<10} {:>6} {:>10} {:>12} {:>12} {:>14} {:>12}",
-        "handler", "pods", "processes", "total MiB", "MiB/pod", "marginal MiB", "start s"
+        "  {:<10} {:>6} {:>10} {:>12} {:>12} {:>14} {:>12} {:>8}",
+        "handler",
+        "pods",
+        "processes",
+        "total MiB",
+        "MiB/pod",
+        "marginal MiB",
+        "start s",
+        "fds/pod"
     );
     let only = std::env::var("WISP_BENCH_HANDLERS").unwrap_or_default();
     for (handler, image) in [(WISP_NODE, &wasm), (WISP, &wasm), (RUNC, &busybox)] {
@@ -81,16 +108,17 @@ fn main() {
         }
         let started = Instant::now();
         let mut pods = start(&cri, handler, image, 0, half);
-        let (_, at_half) = footprint(&cri);
+        let (_, at_half, _) = footprint(&cri);
         pods.extend(start(&cri, handler, image, half, n));
         let took = started.elapsed().as_secs_f64();
-        let (procs, total) = footprint(&cri);
+        let (procs, total, fds) = footprint(&cri);
         let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
-            "  {handler:<10} {n:>6} {procs:>10} {:>12.1} {:>12.2} {:>14.2} {took:>12.1}",
+            "  {handler:<10} {n:>6} {procs:>10} {:>12.1} {:>12.2} {:>14.2} {took:>12.1} {:>8.1}",
             mib(total),
             mib(total) / n as f64,
             mib(total.saturating_sub(at_half)) / (n - half) as f64,
+            fds as f64 / n as f64,
         );
         for pod in pods {
             cri.remove_pod(&pod.id);

@@ -66,10 +66,14 @@ pub fn is_node_mode() -> bool {
         .unwrap_or(false)
 }
 
-/// The node's engine, created with the first hosted app.
+/// The node's engine, created with the first hosted app, and the apps it
+/// loaded, by content digest: N pods of one app share one compiled app (its
+/// code mapped once, its instances reusing the same pool slots), which also
+/// keeps the process's memory mappings from growing with every pod.
 #[derive(Default)]
 pub struct NodeHost {
     engine: OnceLock<Engine>,
+    apps: Mutex<std::collections::HashMap<String, App>>,
 }
 
 impl NodeHost {
@@ -99,12 +103,23 @@ impl NodeHost {
         }
         let engine = self.engine(plan.cache_dir.clone())?;
         let module = plan.module.display().to_string();
-        let app = App::load(engine, &plan.module, false).map_err(|e| {
-            io::Error::other(format!(
-                "failed to load `{module}`: {}",
-                wisp_runtime::error_chain(&e)
-            ))
-        })?;
+        let bytes = std::fs::read(&plan.module)
+            .map_err(|e| io::Error::new(e.kind(), format!("failed to read `{module}`: {e}")))?;
+        let digest = wisp_oci::sha256_digest(&bytes);
+        let cached = lock(&self.apps).get(&digest).cloned();
+        let app = match cached {
+            Some(app) => app,
+            None => {
+                let app = App::from_bytes(engine, &plan.module, &bytes, false).map_err(|e| {
+                    io::Error::other(format!(
+                        "failed to load `{module}`: {}",
+                        wisp_runtime::error_chain(&e)
+                    ))
+                })?;
+                lock(&self.apps).insert(digest, app.clone());
+                app
+            }
+        };
         let serve = matches!(
             (plan.executor, app.shape()),
             (Executor::Http, _) | (Executor::Auto, AppShape::HttpProxy)
