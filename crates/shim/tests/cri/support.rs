@@ -640,14 +640,31 @@ impl Drop for Cri {
     }
 }
 
-/// Removes a cgroup directory and its children, deepest first.
+/// Removes a cgroup directory and its children, deepest first, killing
+/// whatever still runs in them: after a failed test (or a node process that
+/// died with containerd already gone) pause processes may be left, orphaned.
 fn remove_cgroup_tree(dir: &Path) {
     for child in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if child.path().is_dir() {
             remove_cgroup_tree(&child.path());
         }
     }
-    let _ = std::fs::remove_dir(dir);
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<i32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+    for pid in &pids {
+        // Never this test process itself (a node-mode app thread of ours
+        // cannot be here: the node process is another process).
+        if *pid as u32 != std::process::id() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
+        }
+    }
+    for _ in 0..100 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() || pids.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A /16 (as `10.x`, room for the density benchmark's 1,000 pods) that no
