@@ -7,6 +7,8 @@
 //! Needs what the CRI test tier needs (root, containerd, runc, the CNI
 //! plugins, busybox-static, cc). `WISP_BENCH_PODS` sets the pods per kind.
 
+#[path = "../tests/common/figures.rs"]
+mod figures;
 #[path = "../tests/common/host.rs"]
 mod host;
 #[path = "../tests/common/layouts.rs"]
@@ -18,24 +20,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Cri, RUNC, WISP, container, env, http_get};
+use figures::summary;
+
+use support::{Cri, RUNC, WISP, http_get, web_container};
 use wisp_test_guests as guests;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
-    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let median = percentile(&ms, 0.5);
-    println!(
-        "  {name:<36} median {median:7.1} ms   p10 {:7.1}   p90 {:7.1}   (n={})",
-        percentile(&ms, 0.1),
-        percentile(&ms, 0.9),
-        ms.len()
-    );
-    median
-}
 
 /// The phases of one pod start, in ms.
 struct Start {
@@ -52,15 +40,7 @@ fn start_pod(cri: &Cri, handler: &str, image: &str, n: usize) -> Start {
     let t0 = Instant::now();
     let pod = cri.run_pod(&format!("{handler}-{n}"), handler);
     let t1 = Instant::now();
-    let mut config = container("web", image);
-    if handler == RUNC {
-        config.command = ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
-            .map(String::from)
-            .to_vec();
-    } else {
-        env(&mut config, &[("PORT", "8080")]);
-    }
-    cri.run(&pod, config);
+    cri.run(&pod, web_container(handler, image));
     let t2 = Instant::now();
     // A readiness probe's loop, tighter than kubelet's period.
     while !matches!(http_get(&pod.ip, 8080, "/"), Some((200, _))) {

@@ -9,6 +9,8 @@
 //! Needs what the containerd test tier needs (root, containerd, runc,
 //! busybox-static). `WISP_BENCH_RUNS` and `WISP_BENCH_IDLE` set the sizes.
 
+#[path = "../tests/common/figures.rs"]
+mod figures;
 #[path = "../tests/common/host.rs"]
 mod host;
 #[path = "../tests/common/layouts.rs"]
@@ -20,6 +22,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use figures::summary;
+
 use host::{pss_kib, shim_tree};
 use support::{Containerd, RUNC, WISP};
 use wisp_oci::Shape;
@@ -30,22 +34,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
-    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let median = percentile(&ms, 0.5);
-    println!(
-        "  {name:<28} median {median:7.1} ms   p10 {:7.1}   p90 {:7.1}   (n={})",
-        percentile(&ms, 0.1),
-        percentile(&ms, 0.9),
-        ms.len()
-    );
-    median
 }
 
 /// The binary containerd runs for a runtime type: `io.containerd.X.vN` is

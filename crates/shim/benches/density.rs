@@ -28,7 +28,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use host::{pss_kib, shim_tree};
-use support::{Cri, Pod, RUNC, WISP, WISP_NODE, container, env, wait_ready};
+use support::{Cri, Pod, RUNC, WISP, WISP_NODE, wait_ready, web_container};
 use wisp_test_guests as guests;
 
 /// (processes, PSS KiB, open fds) of every shim tree of `cri`'s containerd.
@@ -62,15 +62,7 @@ fn start(cri: &Cri, handler: &str, image: &str, from: usize, to: usize) -> Vec<P
     (from..to)
         .map(|i| {
             let pod = cri.run_pod(&format!("{handler}-{i}"), handler);
-            let mut config = container("web", image);
-            if handler == RUNC {
-                config.command = ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
-                    .map(String::from)
-                    .to_vec();
-            } else {
-                env(&mut config, &[("PORT", "8080")]);
-            }
-            cri.run(&pod, config);
+            cri.run(&pod, web_container(handler, image));
             wait_ready(&pod.ip, 8080, "/");
             pod
         })

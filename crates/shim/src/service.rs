@@ -345,8 +345,12 @@ impl Inner {
                     false
                 }
             };
-        let entry = match plan::classify(spec, rootfs) {
-            _ if native_sandbox => Entrypoint::Sandbox,
+        let classified = if native_sandbox {
+            Ok(Entrypoint::Sandbox)
+        } else {
+            plan::classify(spec, rootfs)
+        };
+        let entry = match classified {
             Ok(entry) => entry,
             // Nothing to run in the rootfs: the Wasm may be a raw layer of the
             // image, which containerd stored but did not unpack.
@@ -396,15 +400,7 @@ impl Inner {
                     plan.args = vec![module_name.unwrap_or_else(|| "app.wasm".into())];
                 }
                 let linux = spec.linux().as_ref();
-                let path = container_path(
-                    linux
-                        .and_then(|l| l.cgroups_path().as_ref())
-                        .and_then(|p| p.to_str()),
-                    &self.namespace,
-                    id,
-                );
-                let cgroup = ContainerCgroup::create(&path)
-                    .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+                let cgroup = self.spec_cgroup(spec, id)?;
                 if let Some(node) = &self.node {
                     let netns = linux
                         .and_then(|l| l.namespaces().as_ref())
@@ -413,8 +409,7 @@ impl Inner {
                         .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
                         .and_then(|n| n.path().clone())
                         .filter(|p| !p.as_os_str().is_empty());
-                    let prepared = open_output_file(&paths.stdout)
-                        .and_then(|out| Ok((out, open_output_file(&paths.stderr)?)))
+                    let prepared = open_outputs(&paths)
                         .and_then(|(out, errs)| node.prepare(&plan, netns, out, errs));
                     match prepared {
                         Ok(Some(app)) => {
@@ -519,18 +514,8 @@ impl Inner {
                 )
             }
             Entrypoint::Sandbox => {
-                let path = container_path(
-                    spec.linux()
-                        .as_ref()
-                        .and_then(|l| l.cgroups_path().as_ref())
-                        .and_then(|p| p.to_str()),
-                    &self.namespace,
-                    id,
-                );
-                let cgroup = ContainerCgroup::create(&path)
-                    .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
-                let spawned = open_output_file(&paths.stdout)
-                    .and_then(|out| Ok((out, open_output_file(&paths.stderr)?)))
+                let cgroup = self.spec_cgroup(spec, id)?;
+                let spawned = open_outputs(&paths)
                     .map_err(stdio_err)
                     .and_then(|(out, errs)| {
                         sandbox::spawn(spec, rootfs, &cgroup, out, errs)
@@ -571,6 +556,19 @@ impl Inner {
             }
         };
         self.created(req, bundle, kind, init, feeder, record, mounted)
+    }
+
+    /// Creates the container's cgroup at the spec's `cgroupsPath`.
+    fn spec_cgroup(&self, spec: &Spec, id: &str) -> ttrpc::Result<ContainerCgroup> {
+        let path = container_path(
+            spec.linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().as_ref())
+                .and_then(|p| p.to_str()),
+            &self.namespace,
+            id,
+        );
+        ContainerCgroup::create(&path).map_err(|e| err(Code::INTERNAL, e.to_string()))
     }
 
     /// Records a created container and announces it.
@@ -619,6 +617,15 @@ impl Inner {
         );
         Ok(pid)
     }
+}
+
+/// The container's stdout and stderr as files, for processes and apps the
+/// shim starts without `Command`.
+fn open_outputs(paths: &StdioPaths) -> std::io::Result<(Option<File>, Option<File>)> {
+    Ok((
+        open_output_file(&paths.stdout)?,
+        open_output_file(&paths.stderr)?,
+    ))
 }
 
 fn unmount(target: &Path) {

@@ -1,5 +1,6 @@
 //! Facts about the host's processes, for the leak checks of both tiers and
-//! the memory figures of the benchmarks.
+//! the memory figures of the benchmarks, and the containerd set-up the tiers
+//! share.
 #![allow(dead_code)]
 
 /// Pids of the processes whose command line contains both `name` and
@@ -53,4 +54,32 @@ pub fn shim_tree(shim: &str, needle: &str) -> Vec<u32> {
             return tree;
         }
     }
+}
+
+/// The plugins a test containerd does without, as a TOML list: snapshotters
+/// that cannot load here and tracing, and the CRI unless the tier drives it.
+pub fn disabled_plugins(cri: bool, v2: bool) -> String {
+    let mut names = vec![
+        "io.containerd.snapshotter.v1.btrfs",
+        "io.containerd.snapshotter.v1.zfs",
+        "io.containerd.snapshotter.v1.devmapper",
+        "io.containerd.snapshotter.v1.aufs",
+        "io.containerd.tracing.processor.v1.otlp",
+        "io.containerd.internal.v1.tracing",
+    ];
+    if !cri {
+        names.push("io.containerd.grpc.v1.cri");
+    }
+    if v2 {
+        names.extend([
+            "io.containerd.snapshotter.v1.erofs",
+            "io.containerd.cri.v1.images",
+            "io.containerd.cri.v1.runtime",
+        ]);
+    }
+    names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::host::disabled_plugins;
 use crate::layouts::{busybox_entries, linux_image};
 
 static NEXT_NS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -64,7 +65,7 @@ disabled_plugins = [{disabled}]
   path = "{d}/opt"
 "#,
             d = d.display(),
-            disabled = disabled_plugins(bin.is_some())
+            disabled = disabled_plugins(false, bin.is_some())
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         std::fs::create_dir_all(d.join("bin")).unwrap();
@@ -464,32 +465,6 @@ impl Drop for Containerd {
             }
         }
     }
-}
-
-/// The plugins a test containerd does without: snapshotters that cannot load
-/// here, tracing, and the CRI (the CRI tier runs its own).
-fn disabled_plugins(v2: bool) -> String {
-    let mut names = vec![
-        "io.containerd.snapshotter.v1.btrfs",
-        "io.containerd.snapshotter.v1.zfs",
-        "io.containerd.snapshotter.v1.devmapper",
-        "io.containerd.snapshotter.v1.aufs",
-        "io.containerd.tracing.processor.v1.otlp",
-        "io.containerd.internal.v1.tracing",
-        "io.containerd.grpc.v1.cri",
-    ];
-    if v2 {
-        names.extend([
-            "io.containerd.snapshotter.v1.erofs",
-            "io.containerd.cri.v1.images",
-            "io.containerd.cri.v1.runtime",
-        ]);
-    }
-    names
-        .iter()
-        .map(|n| format!("\"{n}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A network namespace of the test's own, with `lo` up; removed on drop.

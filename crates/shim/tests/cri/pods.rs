@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use wisp_test_guests as guests;
 
-use crate::support::{Cri, Pod, RUNC, WISP, WISP_NODE, container, env, http_get, wait_ready};
+use crate::support::{
+    Cri, Pod, RUNC, WISP, WISP_NODE, container, env, http_get, wait_ready, web_container,
+};
 
 /// Asserts that nothing of `pod` is left: no shim serving it, no mount, no
 /// netns, no container cgroup, no answer on its IP.
@@ -173,11 +175,7 @@ fn a_runc_control_pod_goes_through_the_same_harness() {
     let cri = Cri::start();
     let busybox = cri.import_busybox();
     let pod = cri.run_pod("control", RUNC);
-    let mut config = container("httpd", &busybox);
-    config.command = ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
-        .map(String::from)
-        .to_vec();
-    let id = cri.run(&pod, config);
+    let id = cri.run(&pod, web_container(RUNC, &busybox));
     assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from busybox\n");
     let r = cri.exec_sync(&id, &["/bin/cat", "/www/index.html"]);
     assert_eq!(

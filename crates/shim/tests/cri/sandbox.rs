@@ -3,10 +3,9 @@
 //! uts and ipc namespaces that the other containers join, in its cgroup,
 //! with the spec's capabilities and the pod's sysctls.
 
-use k8s_cri::v1::NamespaceMode;
 use wisp_test_guests as guests;
 
-use crate::support::{Cri, WISP, container, env, processes_matching, wait_ready};
+use crate::support::{Cri, WISP, container, env, processes_matching, share_pids, wait_ready};
 
 fn status_field(pid: u32, name: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -26,17 +25,7 @@ fn the_shim_makes_the_pod_sandbox_that_every_container_joins() {
     let busybox = cri.import_busybox();
     // A pod sharing one pid namespace (shareProcessNamespace: true).
     let mut config = cri.pod_config("shared");
-    let ns = config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap();
-    ns.pid = NamespaceMode::Pod as i32;
+    share_pids(Some(&mut config), None);
     // Namespaced sysctls, which the sandbox sets inside the pod's net and
     // ipc namespaces.
     config.linux.as_mut().unwrap().sysctls = [
@@ -86,17 +75,7 @@ fn the_shim_makes_the_pod_sandbox_that_every_container_joins() {
     cri.run(&pod, wasm);
     let mut sidecar = container("sidecar", &busybox);
     sidecar.command = ["/bin/sleep", "3600"].map(String::from).to_vec();
-    sidecar
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .pid = NamespaceMode::Pod as i32;
+    share_pids(None, Some(&mut sidecar));
     let sidecar_id = cri.run(&pod, sidecar);
     assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
     let r = cri.exec_sync(&sidecar_id, &["/bin/hostname"]);

@@ -23,6 +23,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
+use crate::host::disabled_plugins;
 pub use crate::host::processes_matching;
 use crate::layouts::{Entry, busybox_entries, layer_image, linux_image};
 
@@ -134,16 +135,7 @@ disabled_plugins = [{disabled}]
     max_conf_num = 1
 "#,
             d = d.display(),
-            disabled = [
-                "io.containerd.snapshotter.v1.btrfs",
-                "io.containerd.snapshotter.v1.zfs",
-                "io.containerd.snapshotter.v1.devmapper",
-                "io.containerd.snapshotter.v1.aufs",
-                "io.containerd.tracing.processor.v1.otlp",
-                "io.containerd.internal.v1.tracing",
-            ]
-            .map(|p| format!("\"{p}\""))
-            .join(", "),
+            disabled = disabled_plugins(true, false),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
 
@@ -333,12 +325,7 @@ disabled_plugins = [{disabled}]
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/{}/pod{uid}", self.cgroup_root),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: NamespaceMode::Pod as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
+                    namespace_options: Some(kubelet_namespaces()),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -726,17 +713,52 @@ pub fn container(name: &str, image: &str) -> ContainerConfig {
                 ..Default::default()
             }),
             security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(kubelet_namespaces()),
                 ..Default::default()
             }),
         }),
         ..Default::default()
     }
+}
+
+/// What kubelet asks for by default: the pod's network and ipc, a pid
+/// namespace per container.
+fn kubelet_namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// The pid namespace of a pod (shareProcessNamespace) or a container.
+pub fn share_pids(pod: Option<&mut PodSandboxConfig>, container: Option<&mut ContainerConfig>) {
+    let pod_ns = pod
+        .and_then(|p| p.linux.as_mut())
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut());
+    let container_ns = container
+        .and_then(|c| c.linux.as_mut())
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut());
+    for ns in pod_ns.into_iter().chain(container_ns) {
+        ns.pid = NamespaceMode::Pod as i32;
+    }
+}
+
+/// The web container of the benchmarks' pods: busybox httpd on 8080 under
+/// runc, the Wasm app (listening on 8080) otherwise.
+pub fn web_container(handler: &str, image: &str) -> ContainerConfig {
+    let mut config = container("web", image);
+    if handler == RUNC {
+        config.command = ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]
+            .map(String::from)
+            .to_vec();
+    } else {
+        env(&mut config, &[("PORT", "8080")]);
+    }
+    config
 }
 
 pub fn env(config: &mut ContainerConfig, pairs: &[(&str, &str)]) {
