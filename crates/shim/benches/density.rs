@@ -32,7 +32,7 @@ use support::{Cri, Pod, RUNC, WISP, WISP_NODE, wait_ready, web_container};
 use wisp_test_guests as guests;
 
 /// (processes, PSS KiB, open fds) of every shim tree of `cri`'s containerd.
-fn footprint(cri: &Cri) -> (usize, u64, usize) {
+fn footprint(cri: &Cri, pods: usize) -> (usize, u64, usize) {
     std::thread::sleep(Duration::from_secs(2));
     let tree = shim_tree("containerd-shim-", &cri.address().to_string_lossy());
     let fds = tree
@@ -53,7 +53,14 @@ fn footprint(cri: &Cri) -> (usize, u64, usize) {
             std::fs::read_to_string(format!("/proc/{p}/maps")).map_or(0, |m| m.lines().count())
         })
     {
-        let _ = std::fs::copy(format!("/proc/{p}/maps"), path);
+        let _ = std::fs::copy(format!("/proc/{p}/maps"), format!("{path}.{pods}"));
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .collect();
+        let _ = std::fs::write(format!("{path}.{pods}.threads"), names.concat());
     }
     (tree.len(), tree.iter().map(|p| pss_kib(*p)).sum(), fds)
 }
@@ -100,10 +107,10 @@ fn main() {
         }
         let started = Instant::now();
         let mut pods = start(&cri, handler, image, 0, half);
-        let (_, at_half, _) = footprint(&cri);
+        let (_, at_half, _) = footprint(&cri, half);
         pods.extend(start(&cri, handler, image, half, n));
         let took = started.elapsed().as_secs_f64();
-        let (procs, total, fds) = footprint(&cri);
+        let (procs, total, fds) = footprint(&cri, n);
         let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
             "  {handler:<10} {n:>6} {procs:>10} {:>12.1} {:>12.2} {:>14.2} {took:>12.1} {:>8.1}",

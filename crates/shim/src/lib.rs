@@ -1,8 +1,9 @@
 //! wisp-shim: the containerd shim v2 `containerd-shim-wisp-v1`
 //! (runtime type `io.containerd.wisp.v1`).
 //!
-//! - [`shim`]: start/delete and the daemon (one per pod).
-//! - [`service`]: the Task API over ttrpc.
+//! - [`shim`]: start/delete (one daemon per pod, or one per node).
+//! - [`daemon`]: the daemon, serving the Task API over async ttrpc.
+//! - [`service`]: the Task calls.
 //! - [`plan`]: what a bundle runs: a Wasm plan or a Linux container.
 //! - [`image`]: Wasm layers from containerd's content store (artifact images).
 //! - [`child`]: the Wasm container process (the shim binary re-executed).
@@ -13,6 +14,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod daemon;
 pub mod events;
 pub mod image;
 pub mod metrics;
@@ -40,5 +42,16 @@ pub fn main() {
     } else {
         RUNTIME_ID
     };
-    containerd_shim::run::<WispShim>(runtime_id, None);
+    let args: Vec<_> = std::env::args_os().collect();
+    match containerd_shim::parse(&args[1..]) {
+        // The daemon: no action.
+        Ok(flags) if flags.action.is_empty() && !flags.namespace.is_empty() => {
+            if let Err(e) = daemon::serve(runtime_id, flags) {
+                eprintln!("{runtime_id}: {e}");
+                std::process::exit(1);
+            }
+        }
+        // `start`, `delete`, and bad flags (which the crate reports).
+        _ => containerd_shim::run::<WispShim>(runtime_id, None),
+    }
 }

@@ -63,6 +63,9 @@ pub struct Proc {
     pub stdio: StdioPaths,
     pub state: Mutex<ProcState>,
     exited: Condvar,
+    /// The same news for async waiters (containerd's Wait calls, which
+    /// hold no thread while they wait).
+    exited_async: tokio::sync::Notify,
 }
 
 impl Proc {
@@ -79,6 +82,7 @@ impl Proc {
                 stdin: None,
             }),
             exited: Condvar::new(),
+            exited_async: tokio::sync::Notify::new(),
         })
     }
 
@@ -100,6 +104,7 @@ impl Proc {
         s.control = None;
         s.stdin = None;
         self.exited.notify_all();
+        self.exited_async.notify_waiters();
         true
     }
 
@@ -111,6 +116,20 @@ impl Proc {
                 return e;
             }
             s = self.exited.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Waits for the exit without holding a thread.
+    pub async fn exited(&self) -> Exit {
+        loop {
+            // Registered before the check, so a notification between the
+            // check and the await is not lost.
+            let notified = self.exited_async.notified();
+            let exit = self.lock().exit;
+            if let Some(e) = exit {
+                return e;
+            }
+            notified.await;
         }
     }
 

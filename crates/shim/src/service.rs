@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use containerd_shim::ExitSignal;
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
@@ -28,10 +29,9 @@ use containerd_shim::protos::topics::{
     TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_PAUSED_EVENT_TOPIC,
     TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
 };
-use containerd_shim::protos::ttrpc::{self, Code, TtrpcContext};
+use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::synchronous::monitor::monitor_subscribe;
-use containerd_shim::{ExitSignal, Task};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
@@ -106,6 +106,7 @@ struct Inner {
 }
 
 /// The Task service.
+#[derive(Clone)]
 pub struct Service {
     inner: Arc<Inner>,
 }
@@ -666,12 +667,10 @@ fn start_wasm(p: &Proc) -> std::io::Result<()> {
     Ok(())
 }
 
-impl Task for Service {
-    fn create(
-        &self,
-        _ctx: &TtrpcContext,
-        req: CreateTaskRequest,
-    ) -> ttrpc::Result<CreateTaskResponse> {
+/// The Task calls, answered synchronously; [`crate::daemon`] serves them
+/// over ttrpc (the blocking ones on its blocking pool).
+impl Service {
+    pub fn create(&self, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         let inner = &self.inner;
         if lock(&inner.containers).contains_key(&req.id) {
             return Err(err(
@@ -688,7 +687,7 @@ impl Task for Service {
         })
     }
 
-    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+    pub fn start(&self, req: StartRequest) -> ttrpc::Result<StartResponse> {
         let inner = &self.inner;
         let (c, p) = inner.process(&req.id, &req.exec_id)?;
         {
@@ -773,7 +772,7 @@ impl Task for Service {
         })
     }
 
-    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+    pub fn state(&self, req: StateRequest) -> ttrpc::Result<StateResponse> {
         let (c, p) = self.inner.process(&req.id, &req.exec_id)?;
         let s = p.lock();
         Ok(StateResponse {
@@ -792,9 +791,9 @@ impl Task for Service {
         })
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+    pub async fn wait(&self, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
         let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
-        let exit = p.wait();
+        let exit = p.exited().await;
         Ok(WaitResponse {
             exit_status: exit.code,
             exited_at: MessageField::some(timestamp(exit.at)),
@@ -802,7 +801,7 @@ impl Task for Service {
         })
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+    pub fn kill(&self, req: KillRequest) -> ttrpc::Result<Empty> {
         let (c, p) = self.inner.process(&req.id, &req.exec_id)?;
         let sig = Signal::try_from(req.signal as i32).map_err(|_| {
             err(
@@ -843,7 +842,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+    pub fn delete(&self, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
         let inner = &self.inner;
         let (c, p) = inner.process(&req.id, &req.exec_id)?;
         let status = p.lock().status;
@@ -920,7 +919,7 @@ impl Task for Service {
         })
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+    pub fn exec(&self, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let inner = &self.inner;
         let c = inner.container(&req.id)?;
         if req.terminal {
@@ -1018,7 +1017,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+    pub fn pids(&self, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
         let c = self.inner.container(&req.id)?;
         let pids = match &c.kind {
             Kind::Wasm {
@@ -1045,7 +1044,7 @@ impl Task for Service {
         })
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+    pub fn stats(&self, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
         let c = self.inner.container(&req.id)?;
         let pid = {
             let s = c.init.lock();
@@ -1077,7 +1076,7 @@ impl Task for Service {
         })
     }
 
-    fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+    pub fn update(&self, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
         not_in_node_mode(&c, "updating resources")?;
         let json = req
@@ -1100,7 +1099,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+    pub fn pause(&self, req: PauseRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
         not_in_node_mode(&c, "pause")?;
         if c.init.lock().status != Status::RUNNING {
@@ -1122,7 +1121,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+    pub fn resume(&self, req: ResumeRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
         not_in_node_mode(&c, "resume")?;
         if c.init.lock().status != Status::PAUSED {
@@ -1144,7 +1143,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+    pub fn close_io(&self, req: CloseIORequest) -> ttrpc::Result<Empty> {
         let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
         if req.stdin {
             // Dropping the feeder lets it reach EOF and close the pipe.
@@ -1153,7 +1152,7 @@ impl Task for Service {
         Ok(Empty::new())
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+    pub fn resize_pty(&self, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
         Err(err(
             Code::FAILED_PRECONDITION,
@@ -1161,14 +1160,14 @@ impl Task for Service {
         ))
     }
 
-    fn checkpoint(&self, _ctx: &TtrpcContext, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
+    pub fn checkpoint(&self, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
         Err(err(
             Code::UNIMPLEMENTED,
             "checkpoint is not implemented by wisp",
         ))
     }
 
-    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+    pub fn connect(&self, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
         let c = self.inner.container(&req.id)?;
         let task_pid = c.init.lock().pid;
         Ok(ConnectResponse {
@@ -1179,7 +1178,7 @@ impl Task for Service {
         })
     }
 
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
+    pub fn shutdown(&self, _req: ShutdownRequest) -> ttrpc::Result<Empty> {
         // One shim serves every container of a pod: it exits with the last.
         if lock(&self.inner.containers).is_empty() {
             self.inner.exit.signal();

@@ -35,8 +35,15 @@ pub struct WispShim {
     node: bool,
 }
 
+/// The crate's `run` handles `start` and `delete` only; the daemon is
+/// [`crate::daemon`], which serves [`Service`] with the async ttrpc server.
+/// The crate's synchronous server, the only user of `Shim::T`, never runs.
+pub struct NotServed;
+
+impl containerd_shim::Task for NotServed {}
+
 impl Shim for WispShim {
-    type T = Service;
+    type T = NotServed;
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Self {
@@ -141,7 +148,14 @@ impl Shim for WispShim {
         }
     }
 
-    fn create_task_service(&self, publisher: RemotePublisher) -> Service {
+    fn create_task_service(&self, _: RemotePublisher) -> NotServed {
+        NotServed
+    }
+}
+
+impl WispShim {
+    /// The Task service of this daemon, publishing events through `publisher`.
+    pub fn service(&self, publisher: RemotePublisher) -> Service {
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
         let events = Events::start(publisher, self.namespace.clone(), address);
         Service::new(
