@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns, unshare};
 use wisp_runtime::command::{self, Outcome, Stdio};
-use wisp_runtime::config::{ByteSize, Config, DirGrant};
+use wisp_runtime::config::{ByteSize, Config, DirGrant, HumanDuration};
 use wisp_runtime::http::HttpServer;
 use wisp_runtime::{App, AppShape, Engine, EngineSettings};
 
@@ -119,7 +119,7 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         _ => false,
     };
     let server = if serve {
-        let server = HttpServer::new(&engine, &app, &config)
+        let server = HttpServer::new(&engine, &app, &serve_config(plan))
             .with_context(|| format!("`{module}` cannot be served"))?;
         current_thread()?
             .block_on(server.instantiate_once())
@@ -143,6 +143,13 @@ fn is_component(path: &std::path::Path) -> bool {
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok_and(|()| head[..4] == *b"\0asm" && head[6..8] == [1, 0])
+}
+
+/// [`config_from`] plus what only serving uses: the request deadline.
+pub(crate) fn serve_config(plan: &WasmPlan) -> Config {
+    let mut config = config_from(plan);
+    config.limits.timeout = Some(HumanDuration(plan.request_timeout));
+    config
 }
 
 pub(crate) fn config_from(plan: &WasmPlan) -> Config {

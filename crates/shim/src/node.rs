@@ -127,7 +127,7 @@ impl NodeHost {
         if !serve {
             return Ok(None);
         }
-        let config = crate::child::config_from(plan);
+        let config = crate::child::serve_config(plan);
         let server =
             HttpServer::with_output(engine, &app, &config, GuestOutput::files(stdout, stderr))
                 .map_err(|e| {

@@ -26,6 +26,13 @@ pub const PORT_ENV: &str = "PORT";
 /// comma-separated `SCHEME://HOST[:PORT]` patterns, as `wisp run
 /// --allow-outbound` takes them. Unset, the guest reaches nothing.
 pub const ALLOW_OUTBOUND_ENV: &str = "WISP_ALLOW_OUTBOUND";
+/// Guest env var bounding one HTTP request's time in its instance (`30s`,
+/// `500ms`, `5m`): past it the instance is stopped and the client gets 504.
+/// Bounds what a looping guest holds: an instance slot and a CPU.
+pub const REQUEST_TIMEOUT_ENV: &str = "WISP_REQUEST_TIMEOUT";
+/// The request deadline when the env names none: Knative's and Cloud Run's
+/// default request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Where an HTTP app listens when its env names no address or port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
@@ -116,6 +123,9 @@ pub struct WasmPlan {
     pub allow_outbound: Vec<String>,
     /// Linear-memory cap per instance, from the spec's memory limit.
     pub max_memory: Option<u64>,
+    /// Deadline of one HTTP request (unused by commands, which run until
+    /// they exit or are killed, as any container process).
+    pub request_timeout: std::time::Duration,
     /// Compiled-code cache shared by every container on the node.
     pub cache_dir: Option<PathBuf>,
     /// Serving threads (the CPU limit, rounded up).
@@ -334,6 +344,7 @@ pub fn wasm_plan(
     };
     let listen = listen_address(&env)?;
     let allow_outbound = allow_outbound(&env)?;
+    let request_timeout = request_timeout(&env)?;
     let mut plan = WasmPlan {
         id: id.into(),
         module,
@@ -348,6 +359,7 @@ pub fn wasm_plan(
         listen,
         allow_outbound,
         max_memory: None,
+        request_timeout,
         cache_dir: host.cache_dir.clone(),
         threads: host.cpus.max(1),
     };
@@ -404,6 +416,25 @@ fn listen_address(env: &BTreeMap<String, String>) -> Result<SocketAddr, PlanErro
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
     Ok(DEFAULT_LISTEN.parse().expect("valid default"))
+}
+
+fn request_timeout(env: &BTreeMap<String, String>) -> Result<std::time::Duration, PlanError> {
+    let Some(value) = env.get(REQUEST_TIMEOUT_ENV).filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_REQUEST_TIMEOUT);
+    };
+    let bad = |reason: String| PlanError::BadEnv {
+        name: REQUEST_TIMEOUT_ENV,
+        value: value.clone(),
+        reason,
+    };
+    let t = value
+        .parse::<wisp_runtime::config::HumanDuration>()
+        .map_err(|e| bad(e.to_string()))?
+        .0;
+    if t.is_zero() {
+        return Err(bad("must be greater than 0".into()));
+    }
+    Ok(t)
 }
 
 fn allow_outbound(env: &BTreeMap<String, String>) -> Result<Vec<String>, PlanError> {
@@ -680,6 +711,18 @@ mod tests {
         let err = plan(&["WISP_EXECUTOR=fast"]).unwrap_err().to_string();
         assert!(err.contains("WISP_EXECUTOR"), "{err}");
         assert!(plan(&[]).unwrap().allow_outbound.is_empty());
+        assert_eq!(plan(&[]).unwrap().request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(
+            plan(&["WISP_REQUEST_TIMEOUT=1.5s"])
+                .unwrap()
+                .request_timeout
+                .as_millis(),
+            1500
+        );
+        for bad in ["WISP_REQUEST_TIMEOUT=0s", "WISP_REQUEST_TIMEOUT=soon"] {
+            let err = plan(&[bad]).unwrap_err().to_string();
+            assert!(err.contains("invalid WISP_REQUEST_TIMEOUT"), "{err}");
+        }
         assert_eq!(
             plan(&["WISP_ALLOW_OUTBOUND=http://localhost:8081, https://*.example.com"])
                 .unwrap()

@@ -88,6 +88,8 @@ fn http_app_serves_in_its_netns_and_drains_on_sigterm() {
         "PORT=8081",
         "--env",
         "GREETING=pod",
+        "--env",
+        "WISP_REQUEST_TIMEOUT=3s",
         "--rootfs",
         &rootfs,
         "web",
@@ -97,6 +99,9 @@ fn http_app_serves_in_its_netns_and_drains_on_sigterm() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     // Nothing listens on the host side: the listener is in the netns.
     assert!(std::net::TcpStream::connect(("127.0.0.1", 8081)).is_err());
+    // A request that never ends is stopped at the container's deadline.
+    let resp = ns.wait_get(8081, "/loop");
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
 
     // Exec: a Wasm file from the container's rootfs, with its preopens.
     let out = c.ctr(&[
