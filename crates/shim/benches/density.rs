@@ -5,16 +5,19 @@
 //! until every pod answers on its IP, and sums the PSS
 //! (`/proc/PID/smaps_rollup`) of every shim process of the containerd and
 //! all their descendants (pause processes, app processes). Measured at N/2
-//! and at N pods, so the marginal cost of a pod shows apart from the fixed
-//! cost of a node process. containerd itself is the same for all and is not
+//! and at N pods (or between consecutive counts), so the marginal cost of a
+//! pod shows apart from the fixed cost of a node process. containerd itself is the same for all and is not
 //! counted.
 //!
 //! - `wisp`: per-pod mode, Wasm `http-hello`;
 //! - `wisp-node`: node mode, the same app;
 //! - `runc`: busybox httpd, the same-shaped pod with a native server.
 //!
-//! `WISP_BENCH_PODS` sets N (default 100); `WISP_BENCH_HANDLERS` (comma-
-//! separated) picks handlers. Needs what the CRI tier needs.
+//! `WISP_BENCH_PODS` lists the pod counts to measure at (default `100`;
+//! `100,1000` adds pods up to 100, measures, then up to 1,000), and
+//! `WISP_BENCH_HANDLERS` (comma-separated) picks handlers. Needs what the
+//! CRI tier needs; 1,000 pods need about 12,000 pids and 20,000 open files
+//! for containerd.
 
 #[path = "../tests/common/host.rs"]
 mod host;
@@ -31,28 +34,30 @@ use host::{pss_kib, shim_tree};
 use support::{Cri, Pod, RUNC, WISP, WISP_NODE, wait_ready, web_container};
 use wisp_test_guests as guests;
 
-/// (processes, PSS KiB, open fds) of every shim tree of `cri`'s containerd.
-fn footprint(cri: &Cri, pods: usize) -> (usize, u64, usize) {
+/// What the shim trees of a containerd cost at one moment.
+struct Footprint {
+    processes: usize,
+    pss_kib: u64,
+    fds: usize,
+    /// Mappings of the busiest process (`vm.max_map_count` bounds each).
+    max_maps: usize,
+}
+
+fn footprint(cri: &Cri, pods: usize) -> Footprint {
     std::thread::sleep(Duration::from_secs(2));
     let tree = shim_tree("containerd-shim-", &cri.address().to_string_lossy());
     let fds = tree
         .iter()
         .map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |d| d.count()))
         .sum();
-    // Mappings of the busiest process (vm.max_map_count bounds each process).
-    let maps = tree
-        .iter()
-        .map(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/maps")).map_or(0, |m| m.lines().count())
-        })
-        .max()
-        .unwrap_or(0);
-    eprintln!("  (largest process: {maps} mappings)");
+    let maps = |p: &u32| {
+        std::fs::read_to_string(format!("/proc/{p}/maps")).map_or(0, |m| m.lines().count())
+    };
+    let busiest = tree.iter().max_by_key(|p| maps(p));
     if let Ok(path) = std::env::var("WISP_BENCH_MAPS_DUMP")
-        && let Some(p) = tree.iter().max_by_key(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/maps")).map_or(0, |m| m.lines().count())
-        })
+        && let Some(p) = busiest
     {
+        // The busiest process's mappings and thread names, to see what grows.
         let _ = std::fs::copy(format!("/proc/{p}/maps"), format!("{path}.{pods}"));
         let names: Vec<String> = std::fs::read_dir(format!("/proc/{p}/task"))
             .into_iter()
@@ -62,7 +67,12 @@ fn footprint(cri: &Cri, pods: usize) -> (usize, u64, usize) {
             .collect();
         let _ = std::fs::write(format!("{path}.{pods}.threads"), names.concat());
     }
-    (tree.len(), tree.iter().map(|p| pss_kib(*p)).sum(), fds)
+    Footprint {
+        processes: tree.len(),
+        pss_kib: tree.iter().map(|p| pss_kib(*p)).sum(),
+        fds,
+        max_maps: busiest.map_or(0, maps),
+    }
 }
 
 fn start(cri: &Cri, handler: &str, image: &str, from: usize, to: usize) -> Vec<Pod> {
@@ -80,17 +90,24 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let n: usize = std::env::var("WISP_BENCH_PODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let half = n / 2;
+    // Pod counts to measure at, ascending: pods are added up to each in turn.
+    let mut counts: Vec<usize> = std::env::var("WISP_BENCH_PODS")
+        .unwrap_or_else(|_| "100".into())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse()
+                .expect("WISP_BENCH_PODS: pod counts, e.g. 100,1000")
+        })
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
     let cri = Cri::start();
     let wasm = cri.import_wasm_app("web", &guests::http_hello(), &[]);
     let busybox = cri.import_busybox();
     println!("idle HTTP pods (pause + app), PSS of the shim process trees:");
     println!(
-        "  {:<10} {:>6} {:>10} {:>12} {:>12} {:>14} {:>12} {:>8}",
+        "  {:<10} {:>6} {:>10} {:>12} {:>12} {:>14} {:>12} {:>8} {:>9}",
         "handler",
         "pods",
         "processes",
@@ -98,7 +115,8 @@ fn main() {
         "MiB/pod",
         "marginal MiB",
         "start s",
-        "fds/pod"
+        "fds/pod",
+        "max maps"
     );
     let only = std::env::var("WISP_BENCH_HANDLERS").unwrap_or_default();
     for (handler, image) in [(WISP_NODE, &wasm), (WISP, &wasm), (RUNC, &busybox)] {
@@ -106,19 +124,30 @@ fn main() {
             continue;
         }
         let started = Instant::now();
-        let mut pods = start(&cri, handler, image, 0, half);
-        let (_, at_half, _) = footprint(&cri, half);
-        pods.extend(start(&cri, handler, image, half, n));
-        let took = started.elapsed().as_secs_f64();
-        let (procs, total, fds) = footprint(&cri, n);
-        let mib = |kib: u64| kib as f64 / 1024.0;
-        println!(
-            "  {handler:<10} {n:>6} {procs:>10} {:>12.1} {:>12.2} {:>14.2} {took:>12.1} {:>8.1}",
-            mib(total),
-            mib(total) / n as f64,
-            mib(total.saturating_sub(at_half)) / (n - half) as f64,
-            fds as f64 / n as f64,
-        );
+        let mut pods = Vec::new();
+        // The marginal cost of a pod: from half the first count to it, then
+        // from each count to the next.
+        let first = counts[0];
+        pods.extend(start(&cri, handler, image, 0, first / 2));
+        let mut last = footprint(&cri, first / 2);
+        let mut last_n = first / 2;
+        for &n in &counts {
+            pods.extend(start(&cri, handler, image, pods.len(), n));
+            let took = started.elapsed().as_secs_f64();
+            let now = footprint(&cri, n);
+            let mib = |kib: u64| kib as f64 / 1024.0;
+            println!(
+                "  {handler:<10} {n:>6} {:>10} {:>12.1} {:>12.2} {:>14.2} {took:>12.1} {:>8.1} {:>9}",
+                now.processes,
+                mib(now.pss_kib),
+                mib(now.pss_kib) / n as f64,
+                mib(now.pss_kib.saturating_sub(last.pss_kib)) / (n - last_n) as f64,
+                now.fds as f64 / n as f64,
+                now.max_maps,
+            );
+            last = now;
+            last_n = n;
+        }
         for pod in pods {
             cri.remove_pod(&pod.id);
         }
