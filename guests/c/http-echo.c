@@ -13,6 +13,8 @@
  *   /loop              spins forever before responding
  *   /bomb              allocates and touches 1 MiB chunks until memory runs
  *                      out, then traps (never responds)
+ *   /alloc?mib=N       allocates and touches N MiB, then 200 "allocated N MiB\n";
+ *                      traps if the memory cannot be had
  *   /env?name=X        200 with the value of X (wasi:cli/environment),
  *                      or 404 "unset\n"
  *   /log?n=N&tag=T     writes "T out I\n" to stdout and "T err I\n" to stderr
@@ -412,6 +414,20 @@ static void bomb(void) {
     }
 }
 
+static void route_alloc(wasi_http_types_own_response_outparam_t out, const char *q, size_t qlen) {
+    char *mib_s = query_param(q, qlen, "mib");
+    long mib = mib_s ? strtol(mib_s, NULL, 10) : 1;
+    free(mib_s);
+    volatile uint8_t *p = malloc((size_t)mib << 20);
+    if (!p)
+        __builtin_trap();
+    for (size_t i = 0; i < ((size_t)mib << 20); i += 4096)
+        p[i] = 1;
+    char line[64];
+    snprintf(line, sizeof line, "allocated %ld MiB\n", mib);
+    respond_str(out, 200, line);
+}
+
 /* ---- entry point -------------------------------------------------------- */
 
 static int path_is(const char *path, size_t plen, const char *want) {
@@ -448,6 +464,8 @@ void exports_wasi_http_incoming_handler_handle(
             }
         } else if (path_is(path, plen, "/bomb")) {
             bomb();
+        } else if (path_is(path, plen, "/alloc")) {
+            route_alloc(out, q, qlen);
         } else if (path_is(path, plen, "/env")) {
             route_env(out, q, qlen);
         } else if (path_is(path, plen, "/log")) {

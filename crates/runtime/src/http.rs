@@ -157,7 +157,9 @@ struct Inner {
     engine: Engine,
     executor: Executor,
     grants: Grants,
-    max_memory: Option<usize>,
+    /// Linear-memory cap of each new instance; `usize::MAX` for none.
+    /// Changeable while serving (a container's Update).
+    max_memory: AtomicUsize,
     timeout: Option<Duration>,
     queue_timeout: Duration,
     slots: Arc<Semaphore>,
@@ -258,7 +260,12 @@ impl HttpServer {
                 engine: engine.clone(),
                 executor,
                 grants: Grants::new(&config.capabilities),
-                max_memory: config.limits.max_memory.map(|m| m.0 as usize),
+                max_memory: AtomicUsize::new(
+                    config
+                        .limits
+                        .max_memory
+                        .map_or(usize::MAX, |m| m.0 as usize),
+                ),
                 timeout: config.limits.timeout.map(|t| t.0),
                 queue_timeout: config.server.queue_timeout.0,
                 slots: Arc::new(Semaphore::new(
@@ -270,6 +277,13 @@ impl HttpServer {
                 output,
             }),
         })
+    }
+
+    /// Sets the linear-memory cap of instances created from now on (`None`
+    /// lifts it); instances already running keep theirs.
+    pub fn set_max_memory(&self, max: Option<u64>) {
+        let max = max.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        self.inner.max_memory.store(max, Ordering::Relaxed);
     }
 
     /// Memory and CPU time of this app's instances.
@@ -365,7 +379,8 @@ impl HttpServer {
 
     fn limits(&self) -> MeteredLimits {
         let mut b = StoreLimitsBuilder::new().trap_on_grow_failure(true);
-        if let Some(max) = self.inner.max_memory {
+        let max = self.inner.max_memory.load(Ordering::Relaxed);
+        if max != usize::MAX {
             b = b.memory_size(max);
         }
         MeteredLimits::new(b.build(), Some(&self.inner.meter))

@@ -259,6 +259,12 @@ impl HostedApp {
         }
     }
 
+    /// The memory cap of the app's instances from now on (a container
+    /// Update); `None` lifts it.
+    pub fn set_max_memory(&self, max: Option<u64>) {
+        self.server.set_max_memory(max);
+    }
+
     pub fn usage(&self) -> Usage {
         self.server.usage()
     }

@@ -1078,7 +1078,6 @@ impl Service {
 
     pub fn update(&self, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
         let c = self.inner.container(&req.id)?;
-        not_in_node_mode(&c, "updating resources")?;
         let json = req
             .resources
             .as_ref()
@@ -1088,6 +1087,21 @@ impl Service {
             .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid resources: {e}")))?;
         let pid = c.init.lock().pid;
         match &c.kind {
+            // A hosted app's limits are its thread's CPU cgroup and its
+            // instances' memory cap, not the node process's cgroups.
+            Kind::Wasm {
+                hosted: Some(app),
+                cgroup,
+                ..
+            } => {
+                cgroup
+                    .apply_cpu(&resources)
+                    .map_err(|e| err(Code::INTERNAL, e.to_string()))?;
+                if let Some(limit) = resources.memory().as_ref().and_then(|m| m.limit()) {
+                    app.set_max_memory((limit > 0).then_some(limit as u64));
+                }
+                Ok(())
+            }
             Kind::Wasm { .. } | Kind::Sandbox { .. } => {
                 containerd_shim::cgroup::update_resources(pid, &resources)
                     .map_err(|e| err(Code::INTERNAL, format!("failed to update resources: {e}")))

@@ -280,6 +280,45 @@ fn a_hostile_pod_in_node_mode_does_not_disturb_its_neighbour() {
 }
 
 #[test]
+fn update_in_node_mode_sets_the_apps_cpu_limit_and_instance_memory_cap() {
+    let cri = Cri::start();
+    let echo = cri.import_wasm_app("echo-app", &guests::http_echo(), &[]);
+    let pod = cri.run_pod("resized", WISP_NODE);
+    let mut config = container("app", &echo);
+    env(&mut config, &[("PORT", "8080")]);
+    let resources = config.linux.as_mut().unwrap().resources.as_mut().unwrap();
+    resources.memory_limit_in_bytes = 128 << 20;
+    let id = cri.run(&pod, config);
+    assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
+    let alloc = |mib: u32| http_get(&pod.ip, 8080, &format!("/alloc?mib={mib}")).map(|r| r.0);
+    assert_eq!(alloc(48), Some(200), "48 MiB fit under 128 MiB");
+
+    // An in-place resize, as kubelet sends it.
+    cri.update_resources(
+        &id,
+        k8s_cri::v1::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 20_000,
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        },
+    );
+    assert_eq!(alloc(48), Some(500), "48 MiB no longer fit under 32 MiB");
+    assert_eq!(alloc(8), Some(200));
+    let cpu_cgroup = cri
+        .container_cgroups()
+        .into_iter()
+        .find(|c| c.ends_with(&id) && c.starts_with("/sys/fs/cgroup/cpu/"))
+        .expect("the container's cpu cgroup");
+    let quota = std::fs::read_to_string(cpu_cgroup.join("cpu.cfs_quota_us")).unwrap();
+    assert_eq!(quota.trim(), "20000");
+    // The node process itself was not limited.
+    let node = daemons(&cri)[0];
+    let own = std::fs::read_to_string(format!("/proc/{node}/cgroup")).unwrap();
+    assert!(!own.contains(&id), "{own}");
+}
+
+#[test]
 fn when_the_node_process_dies_every_task_it_hosted_exits_and_new_pods_start_afresh() {
     let cri = Cri::start();
     let hello = cri.import_wasm_app("hello-app", &guests::http_hello(), &[]);

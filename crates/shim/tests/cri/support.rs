@@ -482,6 +482,17 @@ disabled_plugins = [{disabled}]
             .unwrap_or_else(|e| panic!("StopContainer {id}: {e}"));
     }
 
+    /// UpdateContainerResources, as kubelet sends it for an in-place resize.
+    pub fn update_resources(&self, id: &str, linux: LinuxContainerResources) {
+        let req = UpdateContainerResourcesRequest {
+            container_id: id.into(),
+            linux: Some(linux),
+            ..Default::default()
+        };
+        self.call(async |mut rs| rs.update_container_resources(req).await)
+            .unwrap_or_else(|e| panic!("UpdateContainerResources {id}: {e}"));
+    }
+
     pub fn remove_container(&self, id: &str) {
         let req = RemoveContainerRequest {
             container_id: id.into(),
