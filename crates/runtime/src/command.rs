@@ -1,6 +1,7 @@
 //! Running command apps to completion: WASI preview1 `_start` modules and WASI 0.2
 //! `wasi:cli/run` components.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
@@ -13,7 +14,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::app::{App, AppShape, Code};
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::meter::MeteredLimits;
+use crate::meter::{CpuTimed, Meter, MeteredLimits};
 use crate::wasi::{Grants, WasiError};
 
 /// Exit status reported for a guest that trapped, mimicking `abort()` (128 + SIGABRT),
@@ -84,6 +85,24 @@ pub enum Stdio {
     },
 }
 
+impl Stdio {
+    /// Output to these files (a container's log FIFOs), no input; a
+    /// missing file discards what the guest writes there.
+    pub fn files(stdout: Option<std::fs::File>, stderr: Option<std::fs::File>) -> Self {
+        let out = |f: Option<std::fs::File>| -> Box<dyn StdoutStream> {
+            match f {
+                Some(f) => Box::new(wasmtime_wasi::cli::OutputFile::new(f)),
+                None => Box::new(std::io::empty()),
+            }
+        };
+        Self::Custom {
+            stdin: Box::new(std::io::empty()),
+            stdout: out(stdout),
+            stderr: out(stderr),
+        }
+    }
+}
+
 /// Store state of a command instance.
 pub struct CommandState {
     p1: Option<WasiP1Ctx>,
@@ -106,6 +125,31 @@ pub async fn run(
     config: &Config,
     args: &[String],
     stdio: Stdio,
+) -> Result<Outcome, RunError> {
+    run_inner(engine, app, config, args, stdio, None).await
+}
+
+/// [`run`], with the instance's memory and CPU time counted in `meter` (a
+/// command hosted by a process that also runs others).
+pub async fn run_metered(
+    engine: &Engine,
+    app: &App,
+    config: &Config,
+    args: &[String],
+    stdio: Stdio,
+    meter: Arc<Meter>,
+) -> Result<Outcome, RunError> {
+    let run = run_inner(engine, app, config, args, stdio, Some(&meter));
+    CpuTimed::new(run, Some(meter.clone())).await
+}
+
+async fn run_inner(
+    engine: &Engine,
+    app: &App,
+    config: &Config,
+    args: &[String],
+    stdio: Stdio,
+    meter: Option<&Arc<Meter>>,
 ) -> Result<Outcome, RunError> {
     let grants = Grants::new(&config.capabilities);
     let mut builder = WasiCtxBuilder::new();
@@ -131,7 +175,7 @@ pub async fn run(
     if let Some(max) = config.limits.max_memory {
         limits = limits.memory_size(max.0 as usize);
     }
-    let limits = MeteredLimits::new(limits.build(), None);
+    let limits = MeteredLimits::new(limits.build(), meter);
     let instantiate_err = |source| RunError::Instantiate {
         path: app.path().to_owned(),
         source,

@@ -23,7 +23,7 @@
 //! Commands, execs and Linux containers still run as processes.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -31,9 +31,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns, unshare};
+use wisp_runtime::command::{self, Outcome};
 use wisp_runtime::config::Config;
 use wisp_runtime::http::{GuestOutput, HttpServer};
-use wisp_runtime::meter::Usage;
+use wisp_runtime::meter::{Meter, Usage};
 use wisp_runtime::{App, AppShape, Engine, EngineSettings};
 
 use crate::plan::{Executor, WasmPlan};
@@ -89,16 +90,18 @@ impl NodeHost {
         Ok(self.engine.get_or_init(|| engine))
     }
 
-    /// Loads `plan`'s app and prepares it to be served here; `None` when it
-    /// is not an HTTP app (it then runs as a process).
+    /// Loads `plan`'s app and prepares it to run here: an HTTP app to be
+    /// served, or a command to be run to completion. `None` when it must run
+    /// as a process instead (a command reading stdin).
     pub fn prepare(
         &self,
         plan: &WasmPlan,
         netns: Option<PathBuf>,
+        stdin: bool,
         stdout: Option<File>,
         stderr: Option<File>,
     ) -> io::Result<Option<HostedApp>> {
-        if plan.executor == Executor::Command {
+        if plan.executor == Executor::Command && stdin {
             return Ok(None);
         }
         let engine = self.engine(plan.cache_dir.clone())?;
@@ -125,7 +128,27 @@ impl NodeHost {
             (Executor::Http, _) | (Executor::Auto, AppShape::HttpProxy)
         );
         if !serve {
-            return Ok(None);
+            if stdin {
+                return Ok(None);
+            }
+            if !matches!(app.shape(), AppShape::P1Command | AppShape::P2Command) {
+                return Err(io::Error::other(format!(
+                    "`{module}` is a {}, which a container cannot run",
+                    app.shape()
+                )));
+            }
+            return Ok(Some(HostedApp {
+                work: Work::Run(Mutex::new(Some(Box::new(Command {
+                    engine: engine.clone(),
+                    app,
+                    config: crate::child::config_from(plan),
+                    args: plan.args.clone(),
+                    stdout,
+                    stderr,
+                })))),
+                meter: Arc::default(),
+                running: Mutex::new(None),
+            }));
         }
         let config = crate::child::serve_config(plan);
         let server =
@@ -141,133 +164,249 @@ impl NodeHost {
             .map_err(|e| io::Error::other(format!("failed to instantiate `{module}`: {e:#}")))?;
         let (listener, netns) = bind_in_netns(netns, plan.listen)?;
         Ok(Some(HostedApp {
-            server,
-            listener: Mutex::new(Some((listener, netns))),
+            work: Work::Serve {
+                server,
+                listener: Mutex::new(Some((listener, netns))),
+            },
+            meter: Arc::default(),
             running: Mutex::new(None),
         }))
     }
 }
 
-/// An HTTP app served by the node process.
+/// A Wasm container run by the node process: an HTTP app it serves, or a
+/// command it runs to completion.
 pub struct HostedApp {
-    server: HttpServer,
-    /// The listener and the pod's netns, until Start.
-    listener: Mutex<Option<(TcpListener, File)>>,
+    work: Work,
+    /// A command's instance counters (a served app's are its server's).
+    meter: Arc<Meter>,
     running: Mutex<Option<Running>>,
 }
 
+enum Work {
+    Serve {
+        server: HttpServer,
+        /// The listener and the pod's netns, until Start.
+        listener: Mutex<Option<(TcpListener, File)>>,
+    },
+    /// Until Start.
+    Run(Mutex<Option<Box<Command>>>),
+}
+
+struct Command {
+    engine: Engine,
+    app: App,
+    config: Config,
+    args: Vec<String>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
 struct Running {
-    /// The signal that stopped it (0 while serving).
+    /// The signal that stopped it (0 while running).
     signal: Arc<AtomicI32>,
     drain: Option<tokio::sync::oneshot::Sender<()>>,
     kill: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl HostedApp {
-    /// Starts serving on a thread of its own; `on_exit` gets the exit status
-    /// (128 + the signal that stopped it) once it has stopped.
+    /// Starts it on a thread of its own; `on_exit` gets the exit status
+    /// (the command's, or 128 + the signal that stopped it) at the end.
     ///
     /// `cpu_tasks` are the container cgroup's CPU `tasks` files: the thread
     /// joins them, so the spec's CPU limit holds it and cpuacct counts it.
+    ///
+    /// The work begins when the returned sender fires (or is dropped): the
+    /// caller publishes TaskStart first, so a command that ends at once
+    /// cannot have its TaskExit reach containerd before its TaskStart.
     pub fn start(
         &self,
         id: &str,
         cpu_tasks: Vec<PathBuf>,
         on_exit: impl FnOnce(i32) + Send + 'static,
-    ) -> io::Result<()> {
-        let (listener, netns) = lock(&self.listener)
-            .take()
-            .ok_or_else(|| io::Error::other("the app was started already"))?;
+    ) -> io::Result<std::sync::mpsc::Sender<()>> {
+        let (go, gate) = std::sync::mpsc::channel::<()>();
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = Arc::new(AtomicI32::new(0));
-        let server = self.server.clone();
         let got = signal.clone();
-        std::thread::Builder::new()
-            .name(format!("wisp-app-{}", &id[..id.len().min(8)]))
-            .spawn(move || {
-                // The app's thread lives in the pod's netns, so the guests'
-                // outgoing connections (made on this thread, as are the
-                // resolver threads it starts) leave from the pod, as they
-                // would from a container process.
-                if let Err(e) = setns(&netns, CloneFlags::CLONE_NEWNET) {
-                    tracing::error!(error = %e, "hosted app: failed to join the pod's netns");
-                    on_exit(1);
-                    return;
+        let name = format!("wisp-app-{}", &id[..id.len().min(8)]);
+        let join_cpu = move || {
+            let _ = gate.recv();
+            for tasks in &cpu_tasks {
+                if let Err(e) = std::fs::write(tasks, "0") {
+                    tracing::warn!(error = %e, file = %tasks.display(), "hosted app: CPU cgroup not joined");
                 }
-                drop(netns);
-                for tasks in &cpu_tasks {
-                    if let Err(e) = std::fs::write(tasks, "0") {
-                        tracing::warn!(error = %e, file = %tasks.display(), "hosted app: CPU cgroup not joined");
+            }
+        };
+        match &self.work {
+            Work::Serve { server, listener } => {
+                let (listener, netns) = lock(listener)
+                    .take()
+                    .ok_or_else(|| io::Error::other("the app was started already"))?;
+                let server = server.clone();
+                std::thread::Builder::new().name(name).spawn(move || {
+                    // The app's thread lives in the pod's netns, so the guests'
+                    // outgoing connections (made on this thread, as are the
+                    // resolver threads it starts) leave from the pod, as they
+                    // would from a container process.
+                    if let Err(e) = setns(&netns, CloneFlags::CLONE_NEWNET) {
+                        tracing::error!(error = %e, "hosted app: failed to join the pod's netns");
+                        on_exit(1);
+                        return;
                     }
-                }
-                let code = match current_thread() {
-                    Ok(rt) => {
-                        let code = rt.block_on(async move {
-                            let listener = match tokio::net::TcpListener::from_std(listener) {
-                                Ok(l) => l,
-                                Err(e) => {
-                                    tracing::error!(error = %e, "hosted app: listener");
-                                    return 1;
-                                }
-                            };
-                            let serve = server.serve(listener, APP_MAX_CONNECTIONS, DRAIN, async {
-                                let _ = drain_rx.await;
-                            });
-                            tokio::select! {
-                                _ = serve => 128 + got.load(Ordering::SeqCst),
-                                _ = kill_rx => 128 + libc::SIGKILL,
+                    drop(netns);
+                    join_cpu();
+                    let drained = got.clone();
+                    let code = run_until_killed(kill_rx, &got, async move {
+                        let listener = match tokio::net::TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(error = %e, "hosted app: listener");
+                                return 1;
                             }
+                        };
+                        let serve = server.serve(listener, APP_MAX_CONNECTIONS, DRAIN, async {
+                            let _ = drain_rx.await;
                         });
-                        // Dropping the runtime drops its connections and instances.
-                        drop(rt);
-                        code
-                    }
-                    Err(_) => 1,
-                };
-                on_exit(code);
-            })?;
+                        serve.await;
+                        128 + got_signal(&drained)
+                    });
+                    on_exit(code);
+                })?;
+            }
+            Work::Run(command) => {
+                let command = lock(command)
+                    .take()
+                    .ok_or_else(|| io::Error::other("the command was started already"))?;
+                let meter = self.meter.clone();
+                std::thread::Builder::new().name(name).spawn(move || {
+                    join_cpu();
+                    let code = run_until_killed(kill_rx, &got, command.run(meter));
+                    on_exit(code);
+                })?;
+            }
+        }
         *lock(&self.running) = Some(Running {
             signal,
             drain: Some(drain_tx),
             kill: Some(kill_tx),
         });
-        Ok(())
+        Ok(go)
     }
 
-    /// Delivers a signal as a process would take it: SIGKILL stops at once,
-    /// SIGTERM/SIGINT/SIGQUIT/SIGHUP drain in-flight requests first, others
-    /// are ignored (a Wasm guest has no signal handlers).
+    /// Delivers a signal as a process would take it. A Wasm guest has no
+    /// signal handlers: SIGKILL stops at once; SIGTERM, SIGINT, SIGQUIT and
+    /// SIGHUP stop a command at once and make an HTTP app drain its
+    /// in-flight requests first; others are ignored.
     pub fn signal(&self, sig: i32) {
         let mut running = lock(&self.running);
         let Some(r) = running.as_mut() else { return };
+        let stop = |r: &mut Running| {
+            let _ = r
+                .signal
+                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+            if let Some(k) = r.kill.take() {
+                let _ = k.send(());
+            }
+        };
         match sig {
-            libc::SIGKILL => {
-                if let Some(k) = r.kill.take() {
-                    let _ = k.send(());
+            libc::SIGKILL => stop(r),
+            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT | libc::SIGHUP => match self.work {
+                Work::Run(_) => stop(r),
+                Work::Serve { .. } => {
+                    let _ = r
+                        .signal
+                        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                    if let Some(d) = r.drain.take() {
+                        let _ = d.send(());
+                    }
                 }
-            }
-            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT | libc::SIGHUP => {
-                let _ = r
-                    .signal
-                    .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-                if let Some(d) = r.drain.take() {
-                    let _ = d.send(());
-                }
-            }
+            },
             _ => {}
         }
     }
 
     /// The memory cap of the app's instances from now on (a container
-    /// Update); `None` lifts it.
+    /// Update); `None` lifts it. A running command keeps its own.
     pub fn set_max_memory(&self, max: Option<u64>) {
-        self.server.set_max_memory(max);
+        if let Work::Serve { server, .. } = &self.work {
+            server.set_max_memory(max);
+        }
     }
 
     pub fn usage(&self) -> Usage {
-        self.server.usage()
+        match &self.work {
+            Work::Serve { server, .. } => server.usage(),
+            Work::Run(_) => self.meter.usage(),
+        }
     }
+}
+
+impl Command {
+    /// Runs the command to its end; its exit status.
+    async fn run(self: Box<Self>, meter: Arc<Meter>) -> i32 {
+        let Self {
+            engine,
+            app,
+            config,
+            args,
+            stdout,
+            stderr,
+        } = *self;
+        // A second handle on stderr for wisp's own message about a trap.
+        let mut report = stderr.as_ref().and_then(|f| f.try_clone().ok());
+        let stdio = command::Stdio::files(stdout, stderr);
+        let program = args.first().cloned().unwrap_or_default();
+        let message = match command::run_metered(&engine, &app, &config, &args, stdio, meter).await
+        {
+            Ok(outcome) => {
+                let message = match &outcome {
+                    Outcome::Exited(_) => None,
+                    Outcome::Trapped(e) => Some(format!(
+                        "wisp: `{program}` trapped: {}\n",
+                        command::describe_trap(e)
+                    )),
+                    Outcome::TimedOut(t) => {
+                        Some(format!("wisp: guest stopped after the timeout of {t:?}\n"))
+                    }
+                };
+                (outcome.exit_code(), message)
+            }
+            Err(e) => (
+                1,
+                Some(format!("wisp: {}\n", wisp_runtime::error_chain(&e))),
+            ),
+        };
+        let (code, message) = message;
+        if let (Some(m), Some(f)) = (message, report.as_mut()) {
+            let _ = f.write_all(m.as_bytes());
+        }
+        code
+    }
+}
+
+fn got_signal(got: &AtomicI32) -> i32 {
+    got.load(Ordering::SeqCst)
+}
+
+/// Runs `work` on a current-thread runtime of this thread until it ends or
+/// `kill` fires (then 128 + the signal recorded in `got`). Dropping the
+/// runtime drops the work's connections and instances.
+fn run_until_killed(
+    kill: tokio::sync::oneshot::Receiver<()>,
+    got: &AtomicI32,
+    work: impl std::future::Future<Output = i32>,
+) -> i32 {
+    let Ok(rt) = current_thread() else { return 1 };
+    let code = rt.block_on(async move {
+        tokio::select! {
+            code = work => code,
+            _ = kill => 128 + got_signal(got),
+        }
+    });
+    drop(rt);
+    code
 }
 
 /// Binds `addr` inside the network namespace at `netns`, or a fresh one when

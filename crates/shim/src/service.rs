@@ -410,11 +410,12 @@ impl Inner {
                         .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
                         .and_then(|n| n.path().clone())
                         .filter(|p| !p.as_os_str().is_empty());
-                    let prepared = open_outputs(&paths)
-                        .and_then(|(out, errs)| node.prepare(&plan, netns, out, errs));
+                    let prepared = open_outputs(&paths).and_then(|(out, errs)| {
+                        node.prepare(&plan, netns, !paths.stdin.is_empty(), out, errs)
+                    });
                     match prepared {
                         Ok(Some(app)) => {
-                            tracing::info!(id, "served by the node process");
+                            tracing::info!(id, "run by the node process");
                             if let Some(r) = linux.and_then(|l| l.resources().as_ref())
                                 && let Err(e) = cgroup.apply_cpu(r)
                             {
@@ -699,6 +700,8 @@ impl Service {
                 ));
             }
         }
+        // A hosted app's go signal, given once TaskStart is queued.
+        let mut go = None;
         match &c.kind {
             Kind::Wasm {
                 hosted: Some(app),
@@ -713,6 +716,7 @@ impl Service {
                         inner.exited(&proc, pid, code);
                     }
                 })
+                .map(|g| go = Some(g))
             }
             Kind::Wasm { .. } => {
                 log::debug!("starting {}", p.event_id());
@@ -765,6 +769,9 @@ impl Service {
                     ..Default::default()
                 },
             );
+        }
+        if let Some(go) = go {
+            let _ = go.send(());
         }
         Ok(StartResponse {
             pid,

@@ -4,14 +4,50 @@
 
 use wisp_test_guests as guests;
 
-use crate::support::{Cri, WISP, container, env, http_get, wait_ready};
+use std::time::{Duration, Instant};
+
+use crate::host::shim_tree;
+use crate::support::{Cri, WISP, WISP_NODE, container, env, http_get, wait_ready};
 
 #[test]
 fn command_containers_report_exit_codes_through_container_status() {
+    exit_codes(WISP);
+}
+
+/// In node mode the node process runs commands itself, as it serves apps.
+#[test]
+fn command_containers_report_exit_codes_in_node_mode() {
+    let cri = exit_codes(WISP_NODE);
+    let echo = cri.import_wasm_app("echo", &guests::echo(), &[]);
+    let pod = cri.run_pod("sleeper", WISP_NODE);
+    let mut sleeper = container("sleeper", &echo);
+    sleeper.args = ["sleep", "60"].map(String::from).to_vec();
+    let id = cri.run(&pod, sleeper);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cri.status(&id).state, 1, "running");
+    // No container process: the node process runs the command.
+    let tree = shim_tree("containerd-shim-wisp", &cri.address().to_string_lossy());
+    let children: Vec<_> = tree
+        .iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--wisp-container"))
+        })
+        .collect();
+    assert_eq!(children, Vec::<&u32>::new());
+    // A command has no handler for SIGTERM: it stops at once, as a process would.
+    let started = Instant::now();
+    cri.stop_container(&id, 30);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(cri.status(&id).exit_code, 143);
+    cri.remove_pod(&pod.id);
+}
+
+fn exit_codes(handler: &str) -> Cri {
     let cri = Cri::start();
     let echo = cri.import_wasm_app("echo", &guests::echo(), &[]);
     let trap = cri.import_wasm_app("trap", &guests::trap(), &[]);
-    let pod = cri.run_pod("job", WISP);
+    let pod = cri.run_pod("job", handler);
 
     let mut ok = container("ok", &echo);
     ok.args = ["args", "a", "b"].map(String::from).to_vec();
@@ -47,14 +83,24 @@ fn command_containers_report_exit_codes_through_container_status() {
         "{log:?}"
     );
     cri.remove_pod(&pod.id);
+    cri
 }
 
 #[test]
 fn kubelet_restarts_exited_containers_in_the_same_sandbox() {
+    restarts(WISP);
+}
+
+#[test]
+fn kubelet_restarts_exited_containers_in_node_mode() {
+    restarts(WISP_NODE);
+}
+
+fn restarts(handler: &str) {
     let cri = Cri::start();
     let echo = cri.import_wasm_app("echo", &guests::echo(), &[]);
     let web = cri.import_wasm_app("web", &guests::http_echo(), &[]);
-    let pod = cri.run_pod("restarts", WISP);
+    let pod = cri.run_pod("restarts", handler);
 
     // A failing command, restarted twice (attempts 0, 1, 2), as a Job's
     // pod with restartPolicy OnFailure is.
