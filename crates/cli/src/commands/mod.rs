@@ -6,6 +6,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod compile;
+mod k8s;
+mod node;
 mod oci;
 mod run;
 mod serve;
@@ -17,7 +19,9 @@ mod serve;
     wisp run app.wasm -- --flag arg\n  \
     wisp serve examples/hello.wasm --listen 127.0.0.1:3000\n  \
     wisp compile app.wasm -o app.cwasm\n  \
-    wisp oci build app.wasm --name hello:latest\n\n\
+    wisp oci build app.wasm --name hello:latest\n  \
+    wisp k8s manifests | kubectl apply -f -\n  \
+    wisp node install\n\n\
     Logging: set WISP_LOG (e.g. WISP_LOG=debug).")]
 pub struct Cli {
     #[command(subcommand)]
@@ -30,6 +34,8 @@ enum Command {
     Serve(serve::ServeCommand),
     Compile(compile::CompileCommand),
     Oci(oci::OciCommand),
+    K8s(k8s::K8sCommand),
+    Node(node::NodeCommand),
 }
 
 impl Cli {
@@ -49,6 +55,8 @@ impl Cli {
             Command::Serve(c) => c.execute().map(|()| ExitCode::SUCCESS),
             Command::Compile(c) => c.execute().map(|()| ExitCode::SUCCESS),
             Command::Oci(c) => c.execute().map(|()| ExitCode::SUCCESS),
+            Command::K8s(c) => c.execute().map(|()| ExitCode::SUCCESS),
+            Command::Node(c) => c.execute().map(|()| ExitCode::SUCCESS),
         }
     }
 }

@@ -9,6 +9,7 @@ mod cache;
 mod compile;
 mod config;
 mod errors;
+mod k8s;
 mod oci;
 mod run;
 mod serve;
