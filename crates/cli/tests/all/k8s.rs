@@ -22,7 +22,7 @@ fn node_install_is_idempotent_and_says_when_containerd_must_restart() {
         "node",
         "install",
         "--root",
-        &s(&root),
+        s(&root),
         "--shim",
         shim,
         "--config-version",
@@ -54,7 +54,7 @@ fn node_install_refuses_a_broken_config_and_touches_nothing() {
     std::fs::create_dir_all(root.join("etc/containerd")).unwrap();
     std::fs::write(root.join("etc/containerd/config.toml"), "version = [\n").unwrap();
     let shim = env!("CARGO_BIN_EXE_wisp");
-    let out = sb.run(["node", "install", "--root", &s(&root), "--shim", shim]);
+    let out = sb.run(["node", "install", "--root", s(&root), "--shim", shim]);
     assert_eq!(out.code, Some(1), "{}", out.describe());
     assert!(out.stderr.starts_with("error: "), "{}", out.describe());
     assert!(
