@@ -108,6 +108,7 @@ pub struct CommandState {
     p1: Option<WasiP1Ctx>,
     p2: Option<(WasiCtx, ResourceTable)>,
     limits: MeteredLimits,
+    _epoch: crate::engine::Running,
 }
 
 impl WasiView for CommandState {
@@ -189,6 +190,7 @@ async fn run_inner(
                 p1: Some(builder.build_p1()),
                 p2: None,
                 limits,
+                _epoch: engine.running(),
             };
             let mut store = new_store(wt, state, timeout);
             let mut linker = wasmtime::Linker::<CommandState>::new(wt);
@@ -212,6 +214,7 @@ async fn run_inner(
                 p1: None,
                 p2: Some((builder.build(), ResourceTable::new())),
                 limits,
+                _epoch: engine.running(),
             };
             let mut store = new_store(wt, state, timeout);
             let mut linker = wasmtime::component::Linker::<CommandState>::new(wt);

@@ -3,11 +3,13 @@
 //! One engine serves every app of a process, so compiled code and the instance pool
 //! are shared. Epoch interruption is always on: a background thread advances the
 //! epoch every [`EPOCH_TICK`], which lets running guests yield to the executor and
-//! lets deadlines stop guests that never call the host.
+//! lets deadlines stop guests that never call the host. It ticks only while some
+//! store of the engine is alive ([`Engine::running`]): an idle app costs no
+//! wake-ups, which matters when a node holds a thousand idle pods.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -75,7 +77,7 @@ impl EngineSettings {
 pub struct Engine {
     inner: wasmtime::Engine,
     cache: Option<CodeCache>,
-    _ticker: Arc<EpochTicker>,
+    ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -105,13 +107,27 @@ impl Engine {
         Ok(Self {
             inner,
             cache: settings.cache_dir.clone().map(CodeCache::new),
-            _ticker: Arc::new(ticker),
+            ticker: Arc::new(ticker),
         })
     }
 
     /// The wasmtime engine.
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner
+    }
+
+    /// Keeps the epoch ticking while held: every store holds one, since its
+    /// guest's deadline and yields need the epoch to advance.
+    pub fn running(&self) -> Running {
+        let t = &self.ticker;
+        if t.active.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(thread) = &t.thread
+        {
+            thread.thread().unpark();
+        }
+        Running {
+            ticker: self.ticker.clone(),
+        }
     }
 
     /// The code cache, if enabled.
@@ -145,21 +161,50 @@ fn pooling_config(p: &PoolingConfig, max_memory: Option<u64>) -> PoolingAllocati
     pool
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// A live store's hold on the epoch ticker (see [`Engine::running`]).
+pub struct Running {
+    ticker: Arc<EpochTicker>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.ticker.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while stores are alive,
+/// until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
+    /// Live stores; at zero the thread parks until [`Engine::running`].
+    active: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
     fn start(engine: wasmtime::Engine) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicUsize::new(0));
         let flag = stop.clone();
+        let live = active.clone();
         let thread = std::thread::Builder::new()
             .name("wisp-epoch".into())
             .spawn(move || {
                 let mut next = std::time::Instant::now() + EPOCH_TICK;
                 while !flag.load(Ordering::Acquire) {
+                    if live.load(Ordering::Acquire) == 0 {
+                        // Idle: no guest needs the epoch. `running` unparks
+                        // (an unpark before this park makes it return at once).
+                        std::thread::park();
+                        next = std::time::Instant::now() + EPOCH_TICK;
+                        continue;
+                    }
                     // Parked rather than asleep, so that dropping the engine
                     // wakes the thread at once: a command's process exits
                     // right after, and a sleep would hold it up to a tick.
@@ -180,6 +225,7 @@ impl EpochTicker {
             .expect("spawn epoch thread");
         Self {
             stop,
+            active,
             thread: Some(thread),
         }
     }

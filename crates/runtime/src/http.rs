@@ -92,6 +92,7 @@ pub struct ProxyState {
     hooks: OutboundPolicy,
     limits: MeteredLimits,
     _live: LiveGuard,
+    _epoch: crate::engine::Running,
 }
 
 impl WasiView for ProxyState {
@@ -124,6 +125,7 @@ pub struct WagiState {
     wasi: WasiP1Ctx,
     limits: MeteredLimits,
     _live: LiveGuard,
+    _epoch: crate::engine::Running,
 }
 
 impl HasLimits for WagiState {
@@ -324,6 +326,7 @@ impl HttpServer {
             hooks: self.inner.grants.outbound(),
             limits: self.limits(),
             _live: LiveGuard::new(&self.inner.live),
+            _epoch: self.inner.engine.running(),
         }
     }
 
@@ -332,6 +335,7 @@ impl HttpServer {
             wasi: builder.build_p1(),
             limits: self.limits(),
             _live: LiveGuard::new(&self.inner.live),
+            _epoch: self.inner.engine.running(),
         }
     }
 

@@ -52,6 +52,10 @@ pub struct ProcState {
     /// Writing one byte here starts a created Wasm process.
     pub control: Option<File>,
     pub stdin: Option<StdinFeeder>,
+    /// Start is publishing TaskStart: an exit seen meanwhile waits in
+    /// `deferred_exit` (pid, code), so TaskExit never precedes TaskStart.
+    pub starting: bool,
+    pub deferred_exit: Option<(u32, i32)>,
 }
 
 /// A container's init process or one of its execs.
@@ -80,6 +84,8 @@ impl Proc {
                 exit: None,
                 control: None,
                 stdin: None,
+                starting: false,
+                deferred_exit: None,
             }),
             exited: Condvar::new(),
             exited_async: tokio::sync::Notify::new(),

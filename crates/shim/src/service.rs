@@ -202,6 +202,14 @@ impl Inner {
     }
 
     fn exited(&self, proc: &Arc<Proc>, pid: u32, code: i32) {
+        {
+            let mut s = proc.lock();
+            if s.starting {
+                // Start publishes this once TaskStart is queued.
+                s.deferred_exit = Some((pid, code));
+                return;
+            }
+        }
         if !proc.set_exited(code) {
             return;
         }
@@ -692,14 +700,35 @@ impl Service {
         let inner = &self.inner;
         let (c, p) = inner.process(&req.id, &req.exec_id)?;
         {
-            let s = p.lock();
+            let mut s = p.lock();
             if s.status != Status::CREATED {
                 return Err(err(
                     Code::FAILED_PRECONDITION,
                     format!("process {} is {:?}, not created", p.event_id(), s.status),
                 ));
             }
+            s.starting = true;
         }
+        let result = self.start_created(&c, &p, &req);
+        // An exit that came while starting is published now, after TaskStart.
+        let deferred = {
+            let mut s = p.lock();
+            s.starting = false;
+            s.deferred_exit.take()
+        };
+        if let Some((pid, code)) = deferred {
+            inner.exited(&p, pid, code);
+        }
+        result
+    }
+
+    fn start_created(
+        &self,
+        c: &Arc<Container>,
+        p: &Arc<Proc>,
+        req: &StartRequest,
+    ) -> ttrpc::Result<StartResponse> {
+        let inner = &self.inner;
         // A hosted app's go signal, given once TaskStart is queued.
         let mut go = None;
         match &c.kind {

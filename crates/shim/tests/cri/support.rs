@@ -45,6 +45,8 @@ pub struct Cri {
     pub bridge: String,
     /// Top cgroup of every pod of this instance (cgroupfs driver).
     pub cgroup_root: String,
+    /// The pod network's /16, as `10.N`.
+    pub subnet: String,
     rt: tokio::runtime::Runtime,
     rs: RuntimeServiceClient<Channel>,
 }
@@ -58,6 +60,13 @@ pub struct Pod {
 
 impl Cri {
     pub fn start() -> Self {
+        Self::start_with(true, |_, _| {})
+    }
+
+    /// A containerd whose config has the `wisp` handlers when `wisp` is set;
+    /// `prepare(config, bin_dir)` runs before containerd starts (where a
+    /// node installer adds them instead).
+    pub fn start_with(wisp: bool, prepare: impl FnOnce(&Path, &Path)) -> Self {
         // Unix socket paths are limited to 108 bytes: keep the dir short.
         let dir = tempfile::Builder::new()
             .prefix("wcri-")
@@ -73,6 +82,9 @@ impl Cri {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         for name in ["containerd-shim-wisp-v1", "containerd-shim-wisp-node-v1"] {
+            if !wisp {
+                break;
+            }
             symlink(
                 env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"),
                 d.join("bin").join(name),
@@ -125,19 +137,26 @@ disabled_plugins = [{disabled}]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC}.options]
         Root = "{d}/runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{WISP}]
-      runtime_type = "io.containerd.wisp.v1"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{WISP_NODE}]
-      runtime_type = "io.containerd.wisp-node.v1"
-  [plugins."io.containerd.grpc.v1.cri".cni]
+{wisp_handlers}  [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
     max_conf_num = 1
 "#,
             d = d.display(),
             disabled = disabled_plugins(true, false),
+            wisp_handlers = if wisp {
+                format!(
+                    "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{WISP}]\n      \
+                     runtime_type = \"io.containerd.wisp.v1\"\n    \
+                     [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{WISP_NODE}]\n      \
+                     runtime_type = \"io.containerd.wisp-node.v1\"\n"
+                )
+            } else {
+                String::new()
+            },
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
+        prepare(&d.join("config.toml"), &d.join("bin"));
 
         let path = format!(
             "{}:{}",
@@ -177,6 +196,7 @@ disabled_plugins = [{disabled}]
             daemon: Some(daemon),
             bridge,
             cgroup_root,
+            subnet,
             rt,
         };
         // The CRI plugin serves once it has loaded (and found the CNI config).
@@ -565,6 +585,16 @@ disabled_plugins = [{disabled}]
     }
 
     /// Mounts under this instance's work dir (rootfs, netns, shm).
+    /// Ids of the pod sandboxes containerd has.
+    pub fn list_pods(&self) -> Vec<String> {
+        self.call(async |mut rs| rs.list_pod_sandbox(ListPodSandboxRequest::default()).await)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    }
+
     pub fn mounts(&self) -> Vec<String> {
         let dir = self.dir.path().to_string_lossy().into_owned();
         std::fs::read_to_string("/proc/self/mounts")

@@ -1,0 +1,253 @@
+//! What users do with kubectl: Deployments, probes, logs, exec, limits,
+//! Jobs, delete; each in both node modes.
+
+use std::time::{Duration, Instant};
+
+use wisp_test_guests as guests;
+
+use crate::cluster::Cluster;
+use crate::support::{WISP, WISP_NODE, http_get};
+
+#[test]
+fn workloads_through_kubectl_in_per_pod_mode() {
+    workloads(WISP);
+}
+
+#[test]
+fn workloads_through_kubectl_in_node_mode() {
+    workloads(WISP_NODE);
+}
+
+fn deployment(name: &str, handler: &str, image: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      runtimeClassName: {handler}
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: Never
+        env: [{{name: PORT, value: "8080"}}]
+        readinessProbe:
+          httpGet: {{path: /, port: 8080}}
+          periodSeconds: 1
+"#
+    )
+}
+
+fn workloads(handler: &str) {
+    let k = Cluster::start();
+    // The installer did its work once; its second run changed nothing.
+    assert!(k.install.restart_needed, "{}", k.install);
+    assert!(!k.reinstall.changed(), "{}", k.reinstall);
+    k.apply(&wisp_k8s::manifests::runtime_classes());
+    let app = k.cri.import_wasm_app(
+        "echo-app",
+        &guests::http_echo(),
+        &[("echo.wasm", &guests::echo())],
+    );
+    let busybox = k.cri.import_busybox();
+    let echo = k.cri.import_wasm_app("echo-cmd", &guests::echo(), &[]);
+
+    // A Deployment becomes Available, serves on its pod IPs, scales 1 -> 5 -> 1.
+    k.apply(&deployment("web", handler, &app, 1));
+    k.kubectl_ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "--timeout=120s",
+    ]);
+    let ips = k.pod_ips("app=web");
+    assert_eq!(ips.len(), 1);
+    assert_eq!(
+        http_get(&ips[0], 8080, "/"),
+        Some((200, "hello from wisp\n".into()))
+    );
+    k.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
+    let ips = k.wait_for("5 ready replicas", 120, || {
+        let ready = k.kubectl_ok(&[
+            "get",
+            "deployment/web",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ]);
+        (ready == "5").then(|| k.pod_ips("app=web"))
+    });
+    assert_eq!(ips.len(), 5, "{ips:?}");
+    for ip in &ips {
+        assert_eq!(
+            http_get(ip, 8080, "/"),
+            Some((200, "hello from wisp\n".into())),
+            "{ip}"
+        );
+    }
+    k.kubectl_ok(&["scale", "deployment/web", "--replicas=1"]);
+    k.wait_for("1 pod left", 120, || {
+        let names = k.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+        (names.lines().count() == 1).then_some(())
+    });
+
+    // A Wasm app with a busybox sidecar, Ready by its httpGet probe on the
+    // app; logs, exec and its memory limit.
+    let pod = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: mixed
+spec:
+  runtimeClassName: {handler}
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: {app}
+    imagePullPolicy: Never
+    env: [{{name: PORT, value: "8080"}}, {{name: GREETING, value: pod}}]
+    resources:
+      limits: {{memory: 64Mi, cpu: 500m}}
+    readinessProbe:
+      httpGet: {{path: /, port: 8080}}
+      periodSeconds: 1
+  - name: sidecar
+    image: {busybox}
+    imagePullPolicy: Never
+    command: [/bin/httpd, -f, -p, "8081", -h, /www]
+"#
+    );
+    k.apply(&pod);
+    k.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/mixed",
+        "--timeout=120s",
+    ]);
+    let ip = k.kubectl_ok(&["get", "pod/mixed", "-o", "jsonpath={.status.podIP}"]);
+    assert_eq!(
+        http_get(&ip, 8081, "/index.html"),
+        Some((200, "hello from busybox\n".into()))
+    );
+    assert_eq!(
+        http_get(&ip, 8080, "/log?n=3&tag=kubectl"),
+        Some((200, "logged 3\n".into()))
+    );
+    let logs = k.wait_for("the guest's output in kubectl logs", 30, || {
+        let logs = k.kubectl_ok(&["logs", "mixed", "-c", "app"]);
+        logs.contains("kubectl out 2").then_some(logs)
+    });
+    assert!(logs.contains("kubectl err 0"), "{logs}");
+    let out = k.kubectl_ok(&[
+        "exec",
+        "mixed",
+        "-c",
+        "app",
+        "--",
+        "/tools/echo.wasm",
+        "env",
+        "GREETING",
+    ]);
+    assert_eq!(out, "GREETING=pod\n");
+    let exec = k.kubectl(&[
+        "exec",
+        "mixed",
+        "-c",
+        "app",
+        "--",
+        "/tools/echo.wasm",
+        "exit",
+        "7",
+    ]);
+    assert_eq!(exec.status.code(), Some(7));
+    // The pod spec's memory limit caps the app's instances.
+    assert_eq!(http_get(&ip, 8080, "/alloc?mib=8").map(|r| r.0), Some(200));
+    assert_eq!(http_get(&ip, 8080, "/alloc?mib=96").map(|r| r.0), Some(500));
+
+    // Jobs: one completes; a failing one is retried, then fails.
+    let job = |name: &str, args: &str, backoff: u32| {
+        format!(
+            r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+spec:
+  backoffLimit: {backoff}
+  template:
+    spec:
+      runtimeClassName: {handler}
+      restartPolicy: Never
+      containers:
+      - name: job
+        image: {echo}
+        imagePullPolicy: Never
+        args: {args}
+"#
+        )
+    };
+    k.apply(&job("ok", r#"[echo, done]"#, 0));
+    k.apply(&job("fails", r#"[exit, "3"]"#, 1));
+    k.kubectl_ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/ok",
+        "--timeout=120s",
+    ]);
+    assert_eq!(k.kubectl_ok(&["logs", "job/ok"]), "done\n");
+    k.kubectl_ok(&[
+        "wait",
+        "--for=condition=Failed",
+        "job/fails",
+        "--timeout=180s",
+    ]);
+    let codes = k.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "job-name=fails",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].state.terminated.exitCode}",
+    ]);
+    assert_eq!(
+        codes.split_whitespace().collect::<Vec<_>>(),
+        ["3", "3"],
+        "retried once"
+    );
+
+    // kubectl delete: gone within the grace period, nothing left behind.
+    let started = Instant::now();
+    k.kubectl_ok(&[
+        "delete",
+        "deployment/web",
+        "pod/mixed",
+        "job/ok",
+        "job/fails",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    k.wait_for("every pod gone", 60, || {
+        k.kubectl_ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    k.wait_for("no sandbox left in containerd", 60, || {
+        k.cri.list_pods().is_empty().then_some(())
+    });
+    k.wait_for("no shim left", 30, || {
+        k.cri.shims().is_empty().then_some(())
+    });
+    assert_eq!(k.cri.mounts(), Vec::<String>::new());
+}
