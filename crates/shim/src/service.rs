@@ -749,7 +749,7 @@ impl Service {
             }
             Kind::Wasm { .. } => {
                 log::debug!("starting {}", p.event_id());
-                start_wasm(&p)
+                start_wasm(p)
             }
             Kind::Sandbox { start, .. } => match lock(start).take() {
                 Some((mut control, mut status)) => sandbox::start(&mut control, &mut status),
@@ -765,7 +765,7 @@ impl Service {
                         let feeder = stdio.feeder.take();
                         let pid = runc.exec(&req.exec_id, &spec, stdio)?;
                         p.lock().stdin = feeder;
-                        inner.register(pid, &p);
+                        inner.register(pid, p);
                         Ok(())
                     })
                 }

@@ -45,7 +45,9 @@ pub struct Cri {
     pub bridge: String,
     /// Top cgroup of every pod of this instance (cgroupfs driver).
     pub cgroup_root: String,
-    /// The pod network's /16, as `10.N`.
+    /// The pod network's /16, as `10.N` (the cluster tier puts its node
+    /// address there).
+    #[allow(dead_code)]
     pub subnet: String,
     rt: tokio::runtime::Runtime,
     rs: RuntimeServiceClient<Channel>,
@@ -585,7 +587,9 @@ disabled_plugins = [{disabled}]
     }
 
     /// Mounts under this instance's work dir (rootfs, netns, shm).
-    /// Ids of the pod sandboxes containerd has.
+    /// Ids of the pod sandboxes containerd has (the cluster tier's check
+    /// that kubelet removed every pod).
+    #[allow(dead_code)]
     pub fn list_pods(&self) -> Vec<String> {
         self.call(async |mut rs| rs.list_pod_sandbox(ListPodSandboxRequest::default()).await)
             .unwrap()

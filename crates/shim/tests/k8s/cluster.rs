@@ -92,7 +92,7 @@ impl Cluster {
         let node_ip = format!("{}.255.254", cri.subnet);
         let link = format!("{}k", cri.bridge);
         let _ = Command::new("ip").args(["link", "del", &link]).output();
-        run(Command::new("ip").args(["link", "add", &link, "type", "dummy"]));
+        run(Command::new("ip").args(["link", "add", &link, "type", "bridge"]));
         run(Command::new("ip").args(["addr", "add", &format!("{node_ip}/32"), "dev", &link]));
         run(Command::new("ip").args(["link", "set", &link, "up"]));
 
@@ -250,7 +250,8 @@ impl Cluster {
 
     fn control_plane(&mut self) {
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
-        let d = |s: &str| self.path(s);
+        let dir = self.dir.clone();
+        let d = |s: &str| dir.join(s).display().to_string();
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let etcd = vec![
             format!("--data-dir={}", d("etcd")),
@@ -318,7 +319,8 @@ impl Cluster {
     }
 
     fn kubelet(&mut self) {
-        let d = |s: &str| self.path(s);
+        let dir = self.dir.clone();
+        let d = |s: &str| dir.join(s).display().to_string();
         let config = format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1\n\
              kind: KubeletConfiguration\n\
@@ -358,6 +360,10 @@ impl Cluster {
             logs = d("pod-logs"),
         );
         std::fs::create_dir_all(self.dir.join("pod-logs")).unwrap();
+        // kubelet wants its cgroup root in every hierarchy already.
+        for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = std::fs::create_dir_all(controller.path().join(&self.cri.cgroup_root));
+        }
         std::fs::write(self.dir.join("kubelet.yaml"), config).unwrap();
         let args = vec![
             format!("--config={}", d("kubelet.yaml")),
@@ -375,9 +381,16 @@ impl Cluster {
         self.spawn("kubelet", &args);
     }
 
-    fn wait_node_ready(&self) {
+    fn wait_node_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
+            let dead = self
+                .daemons
+                .iter_mut()
+                .find_map(|(name, c)| c.try_wait().ok().flatten().map(|s| (*name, s)));
+            if let Some((name, status)) = dead {
+                panic!("{name} exited ({status}):\n{}", tail(&self.log(name)));
+            }
             let out = self.kubectl(&[
                 "get",
                 "node",
@@ -426,6 +439,31 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl wait --for=condition=COND RESOURCE`; on a timeout, panics
+    /// with what the pods, their events and kubelet say.
+    #[track_caller]
+    pub fn wait_condition(&self, resource: &str, condition: &str, secs: u64) {
+        let out = self.kubectl(&[
+            "wait",
+            &format!("--for=condition={condition}"),
+            resource,
+            &format!("--timeout={secs}s"),
+        ]);
+        if !out.status.success() {
+            let describe = self.kubectl(&["describe", "pods"]);
+            panic!(
+                "{resource} never got {condition}: {}\n{}\n--- controller manager:\n{}\n\
+                 --- scheduler:\n{}\n--- kubelet:\n{}\n--- containerd:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&describe.stdout),
+                tail(&self.log("kube-controller-manager")),
+                tail(&self.log("kube-scheduler")),
+                tail(&self.log("kubelet")),
+                tail(&self.cri.log()),
+            );
+        }
     }
 
     /// `kubectl apply -f -` of `yaml`.

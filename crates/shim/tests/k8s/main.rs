@@ -4,7 +4,6 @@
 //! (scripts/build-kubernetes.sh), etcd (Debian `etcd-server`) and openssl.
 
 #[path = "../common/host.rs"]
-#[allow(dead_code)]
 mod host;
 #[path = "../common/layouts.rs"]
 #[allow(dead_code)]
