@@ -48,6 +48,8 @@ pub const NODE_RUNTIME_ID: &str = "io.containerd.wisp-node.v1";
 const NODE_INSTANCES: u32 = 1000;
 /// Connections one hosted app serves at once.
 const APP_MAX_CONNECTIONS: usize = 1024;
+/// See the hosted command's thread in [`HostedApp::start`].
+const COMMAND_START_DELAY: Duration = Duration::from_millis(20);
 /// How long a SIGTERM'd app drains before it exits anyway.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -282,6 +284,11 @@ impl HostedApp {
                 let meter = self.meter.clone();
                 std::thread::Builder::new().name(name).spawn(move || {
                     join_cpu();
+                    // containerd (CRI) stamps StartedAt when Start has returned;
+                    // a command that ended sooner would show finishing before it
+                    // started. A process-run command pays an exec and a module
+                    // load first; a hosted one waits this long instead.
+                    std::thread::sleep(COMMAND_START_DELAY);
                     let code = run_until_killed(kill_rx, &got, command.run(meter));
                     on_exit(code);
                 })?;
