@@ -271,8 +271,7 @@ fn edit_config(path: &Path, new_version: i64) -> Result<(Option<String>, Vec<Ste
         ))
     })?;
     let mut steps = Vec::new();
-    // A version written into an empty file is a change too.
-    let mut changed = text.trim().is_empty();
+    let mut changed = false;
     let runtimes = table_at(
         doc.as_table_mut(),
         &["plugins", plugin, "containerd", "runtimes"],

@@ -145,6 +145,19 @@ fn is_component(path: &std::path::Path) -> bool {
         .is_ok_and(|()| head[..4] == *b"\0asm" && head[6..8] == [1, 0])
 }
 
+/// What wisp says on the container's stderr about how a command ended, if
+/// anything: a trap's reason, a timeout.
+pub(crate) fn outcome_message(program: &str, outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Exited(_) => None,
+        Outcome::Trapped(e) => Some(format!(
+            "wisp: `{program}` trapped: {}",
+            command::describe_trap(e)
+        )),
+        Outcome::TimedOut(t) => Some(format!("wisp: guest stopped after the timeout of {t:?}")),
+    }
+}
+
 /// [`config_from`] plus what only serving uses: the request deadline.
 pub(crate) fn serve_config(plan: &WasmPlan) -> Config {
     let mut config = config_from(plan);
@@ -227,14 +240,9 @@ impl Prepared {
             ))
             .with_context(|| format!("failed to run `{}`", plan.module.display()))?;
         rt.shutdown_background();
-        match &outcome {
-            Outcome::Exited(_) => {}
-            Outcome::Trapped(e) => eprintln!(
-                "wisp: `{}` trapped: {}",
-                plan.args.first().map_or("guest", String::as_str),
-                command::describe_trap(e)
-            ),
-            Outcome::TimedOut(t) => eprintln!("wisp: guest stopped after the timeout of {t:?}"),
+        let program = plan.args.first().map_or("guest", String::as_str);
+        if let Some(m) = outcome_message(program, &outcome) {
+            eprintln!("{m}");
         }
         Ok(outcome.exit_code())
     }

@@ -20,7 +20,8 @@
 //! - its memory and CPU are metered per app (`wisp_runtime::meter`) for
 //!   Stats, since it has no cgroup of its own.
 //!
-//! Commands, execs and Linux containers still run as processes.
+//! Execs, commands that read stdin, and Linux containers still run as
+//! processes.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns, unshare};
-use wisp_runtime::command::{self, Outcome};
+use wisp_runtime::command;
 use wisp_runtime::config::Config;
 use wisp_runtime::http::{GuestOutput, HttpServer};
 use wisp_runtime::meter::{Meter, Usage};
@@ -217,24 +218,18 @@ impl HostedApp {
     ///
     /// `cpu_tasks` are the container cgroup's CPU `tasks` files: the thread
     /// joins them, so the spec's CPU limit holds it and cpuacct counts it.
-    ///
-    /// The work begins when the returned sender fires (or is dropped): the
-    /// caller publishes TaskStart first, so a command that ends at once
-    /// cannot have its TaskExit reach containerd before its TaskStart.
     pub fn start(
         &self,
         id: &str,
         cpu_tasks: Vec<PathBuf>,
         on_exit: impl FnOnce(i32) + Send + 'static,
-    ) -> io::Result<std::sync::mpsc::Sender<()>> {
-        let (go, gate) = std::sync::mpsc::channel::<()>();
+    ) -> io::Result<()> {
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = Arc::new(AtomicI32::new(0));
         let got = signal.clone();
         let name = format!("wisp-app-{}", &id[..id.len().min(8)]);
         let join_cpu = move || {
-            let _ = gate.recv();
             for tasks in &cpu_tasks {
                 if let Err(e) = std::fs::write(tasks, "0") {
                     tracing::warn!(error = %e, file = %tasks.display(), "hosted app: CPU cgroup not joined");
@@ -272,7 +267,7 @@ impl HostedApp {
                             let _ = drain_rx.await;
                         });
                         serve.await;
-                        128 + got_signal(&drained)
+                        128 + drained.load(Ordering::SeqCst)
                     });
                     on_exit(code);
                 })?;
@@ -299,7 +294,7 @@ impl HostedApp {
             drain: Some(drain_tx),
             kill: Some(kill_tx),
         });
-        Ok(go)
+        Ok(())
     }
 
     /// Delivers a signal as a process would take it. A Wasm guest has no
@@ -309,28 +304,19 @@ impl HostedApp {
     pub fn signal(&self, sig: i32) {
         let mut running = lock(&self.running);
         let Some(r) = running.as_mut() else { return };
-        let stop = |r: &mut Running| {
-            let _ = r
-                .signal
-                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-            if let Some(k) = r.kill.take() {
-                let _ = k.send(());
-            }
-        };
-        match sig {
-            libc::SIGKILL => stop(r),
-            libc::SIGTERM | libc::SIGINT | libc::SIGQUIT | libc::SIGHUP => match self.work {
-                Work::Run(_) => stop(r),
-                Work::Serve { .. } => {
-                    let _ = r
-                        .signal
-                        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
-                    if let Some(d) = r.drain.take() {
-                        let _ = d.send(());
-                    }
-                }
-            },
-            _ => {}
+        if !matches!(
+            sig,
+            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT | libc::SIGHUP
+        ) {
+            return;
+        }
+        let _ = r
+            .signal
+            .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+        let now = sig == libc::SIGKILL || matches!(self.work, Work::Run(_));
+        let stop = if now { r.kill.take() } else { r.drain.take() };
+        if let Some(s) = stop {
+            let _ = s.send(());
         }
     }
 
@@ -364,37 +350,20 @@ impl Command {
         // A second handle on stderr for wisp's own message about a trap.
         let mut report = stderr.as_ref().and_then(|f| f.try_clone().ok());
         let stdio = command::Stdio::files(stdout, stderr);
-        let program = args.first().cloned().unwrap_or_default();
-        let message = match command::run_metered(&engine, &app, &config, &args, stdio, meter).await
-        {
-            Ok(outcome) => {
-                let message = match &outcome {
-                    Outcome::Exited(_) => None,
-                    Outcome::Trapped(e) => Some(format!(
-                        "wisp: `{program}` trapped: {}\n",
-                        command::describe_trap(e)
-                    )),
-                    Outcome::TimedOut(t) => {
-                        Some(format!("wisp: guest stopped after the timeout of {t:?}\n"))
-                    }
-                };
-                (outcome.exit_code(), message)
-            }
-            Err(e) => (
-                1,
-                Some(format!("wisp: {}\n", wisp_runtime::error_chain(&e))),
-            ),
-        };
-        let (code, message) = message;
+        let program = args.first().map_or("guest", String::as_str);
+        let (code, message) =
+            match command::run_metered(&engine, &app, &config, &args, stdio, meter).await {
+                Ok(outcome) => (
+                    outcome.exit_code(),
+                    crate::child::outcome_message(program, &outcome),
+                ),
+                Err(e) => (1, Some(format!("wisp: {}", wisp_runtime::error_chain(&e)))),
+            };
         if let (Some(m), Some(f)) = (message, report.as_mut()) {
-            let _ = f.write_all(m.as_bytes());
+            let _ = writeln!(f, "{m}");
         }
         code
     }
-}
-
-fn got_signal(got: &AtomicI32) -> i32 {
-    got.load(Ordering::SeqCst)
 }
 
 /// Runs `work` on a current-thread runtime of this thread until it ends or
@@ -409,7 +378,7 @@ fn run_until_killed(
     let code = rt.block_on(async move {
         tokio::select! {
             code = work => code,
-            _ = kill => 128 + got_signal(got),
+            _ = kill => 128 + got.load(Ordering::SeqCst),
         }
     });
     drop(rt);

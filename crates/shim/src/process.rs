@@ -114,17 +114,6 @@ impl Proc {
         true
     }
 
-    /// Blocks until the process has exited.
-    pub fn wait(&self) -> Exit {
-        let mut s = self.lock();
-        loop {
-            if let Some(e) = s.exit {
-                return e;
-            }
-            s = self.exited.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
     /// Waits for the exit without holding a thread.
     pub async fn exited(&self) -> Exit {
         loop {
@@ -481,7 +470,7 @@ mod tests {
         let p = Proc::new("c", "", StdioPaths::default());
         assert!(p.set_exited(137));
         assert!(!p.set_exited(0));
-        assert_eq!(p.wait().code, 137);
+        assert_eq!(p.wait_timeout(Duration::from_secs(10)).unwrap().code, 137);
         assert_eq!(p.lock().status, Status::STOPPED);
     }
 }

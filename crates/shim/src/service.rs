@@ -729,8 +729,6 @@ impl Service {
         req: &StartRequest,
     ) -> ttrpc::Result<StartResponse> {
         let inner = &self.inner;
-        // A hosted app's go signal, given once TaskStart is queued.
-        let mut go = None;
         match &c.kind {
             Kind::Wasm {
                 hosted: Some(app),
@@ -745,7 +743,6 @@ impl Service {
                         inner.exited(&proc, pid, code);
                     }
                 })
-                .map(|g| go = Some(g))
             }
             Kind::Wasm { .. } => {
                 log::debug!("starting {}", p.event_id());
@@ -798,9 +795,6 @@ impl Service {
                     ..Default::default()
                 },
             );
-        }
-        if let Some(go) = go {
-            let _ = go.send(());
         }
         Ok(StartResponse {
             pid,

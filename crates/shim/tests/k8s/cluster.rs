@@ -422,11 +422,13 @@ impl Cluster {
 
     /// `kubectl ARGS` as the admin.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("kubectl"))
-            .arg(format!("--kubeconfig={}", self.path("admin.kubeconfig")))
-            .args(args)
-            .output()
-            .expect("kubectl")
+        self.kubectl_cmd().args(args).output().expect("kubectl")
+    }
+
+    fn kubectl_cmd(&self) -> Command {
+        let mut cmd = Command::new(self.bin.join("kubectl"));
+        cmd.arg(format!("--kubeconfig={}", self.path("admin.kubeconfig")));
+        cmd
     }
 
     /// `kubectl ARGS`, which must succeed; its stdout.
@@ -469,8 +471,8 @@ impl Cluster {
     /// `kubectl apply -f -` of `yaml`.
     #[track_caller]
     pub fn apply(&self, yaml: &str) -> String {
-        let mut child = Command::new(self.bin.join("kubectl"))
-            .arg(format!("--kubeconfig={}", self.path("admin.kubeconfig")))
+        let mut child = self
+            .kubectl_cmd()
             .args(["apply", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -140,27 +140,15 @@ spec:
         logs.contains("kubectl out 2").then_some(logs)
     });
     assert!(logs.contains("kubectl err 0"), "{logs}");
-    let out = k.kubectl_ok(&[
-        "exec",
-        "mixed",
-        "-c",
-        "app",
-        "--",
-        "/tools/echo.wasm",
-        "env",
-        "GREETING",
-    ]);
-    assert_eq!(out, "GREETING=pod\n");
-    let exec = k.kubectl(&[
-        "exec",
-        "mixed",
-        "-c",
-        "app",
-        "--",
-        "/tools/echo.wasm",
-        "exit",
-        "7",
-    ]);
+    // `kubectl exec` of a WASI command from the image, in the app's context.
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "mixed", "-c", "app", "--", "/tools/echo.wasm"];
+        all.extend_from_slice(args);
+        k.kubectl(&all)
+    };
+    let out = exec(&["env", "GREETING"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "GREETING=pod\n");
+    let exec = exec(&["exit", "7"]);
     assert_eq!(exec.status.code(), Some(7));
     // The pod spec's memory limit caps the app's instances.
     assert_eq!(http_get(&ip, 8080, "/alloc?mib=8").map(|r| r.0), Some(200));
