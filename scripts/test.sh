@@ -21,6 +21,12 @@ bash scripts/install-containerd.sh
 WISP_CONTAINERD2_BIN="$(bash scripts/install-containerd2.sh)"
 export WISP_CONTAINERD2_BIN
 
+log "Kubernetes from upstream sources, etcd and openssl for the cluster tier"
+bash scripts/apt-install.sh etcd-server openssl
+# The first build takes 30-45 minutes on 2 cores; later runs reuse it.
+WISP_K8S_BIN="$(bash scripts/build-kubernetes.sh)"
+export WISP_K8S_BIN
+
 if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
     rustup component add clippy rustfmt
 fi

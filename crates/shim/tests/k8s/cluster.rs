@@ -13,9 +13,10 @@
 //!   the scheduler, the kubelet (`system:node:<node>`) and the apiserver's
 //!   kubelet client, and a service-account key pair.
 //! - Everything listens on free loopback ports except what must not: the
-//!   apiserver advertises, and kubelet serves on, a node address on a dummy
-//!   link of the test's own (the `kubernetes` Endpoints object rejects
-//!   127/8), removed on teardown with everything else.
+//!   apiserver advertises, and kubelet serves on, a node address (the
+//!   `kubernetes` Endpoints object rejects 127/8) on a bridge link of the
+//!   test's own (this kernel has no dummy module), removed on teardown with
+//!   everything else.
 //! - kubelet's cgroup root is the CRI harness's, so its teardown removes the
 //!   pods' cgroups too; its root, pod logs and certificates are in the work
 //!   dir. No kube-proxy and no DNS: pods are reached by pod IP.
@@ -87,7 +88,7 @@ impl Cluster {
         let dir = cri.dir.path().join("k8s");
         std::fs::create_dir_all(&dir).unwrap();
 
-        // The node address: on a dummy link of ours, in the CRI harness's
+        // The node address: on a link of ours, in the CRI harness's
         // private /16 (its bridge holds .0.1; .255.254 is never leased).
         let node_ip = format!("{}.255.254", cri.subnet);
         let link = format!("{}k", cri.bridge);
@@ -303,7 +304,7 @@ impl Cluster {
             format!("--service-account-private-key-file={}", d("sa.key")),
             format!("--root-ca-file={}", d("ca.crt")),
             "--leader-elect=false".into(),
-            "--use-service-account-credentials=false".into(),
+            "--use-service-account-credentials=true".into(),
             "--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle".into(),
             format!("--secure-port={}", free_port()),
             "--bind-address=127.0.0.1".into(),
