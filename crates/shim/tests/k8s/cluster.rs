@@ -426,10 +426,19 @@ impl Cluster {
         self.kubectl_cmd().args(args).output().expect("kubectl")
     }
 
-    fn kubectl_cmd(&self) -> Command {
+    pub fn kubectl_cmd(&self) -> Command {
         let mut cmd = Command::new(self.bin.join("kubectl"));
         cmd.arg(format!("--kubeconfig={}", self.path("admin.kubeconfig")));
         cmd
+    }
+
+    /// The API server's version, as `kubectl version` reports it.
+    pub fn version(&self) -> String {
+        let out = self.kubectl_ok(&["version"]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Server Version: "))
+            .unwrap_or("(unknown)")
+            .to_string()
     }
 
     /// `kubectl ARGS`, which must succeed; its stdout.

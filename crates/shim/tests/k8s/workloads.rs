@@ -48,6 +48,7 @@ spec:
 
 fn workloads(handler: &str) {
     let k = Cluster::start();
+    eprintln!("Kubernetes {} ({handler})", k.version());
     // The installer did its work once; its second run changed nothing.
     assert!(k.install.restart_needed, "{}", k.install);
     assert!(!k.reinstall.changed(), "{}", k.reinstall);
