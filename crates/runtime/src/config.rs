@@ -36,6 +36,8 @@ pub const DEFAULT_MEMORY_RESERVATION: u64 = 4 << 30;
 pub const DEFAULT_KEEP_RESIDENT: u64 = 512 << 10;
 /// Default guard region after each linear memory.
 pub const DEFAULT_MEMORY_GUARD: u64 = 32 << 20;
+/// Address space the instance pool may reserve: half of x86-64's 128TiB.
+pub const MAX_POOL_ADDRESS_SPACE: u64 = 64 << 40;
 
 /// A whole app configuration.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -268,6 +270,24 @@ impl Config {
                 "pooling total-instances ({}) is smaller than max-concurrent-requests ({}): \
                  every executing request needs an instance slot",
                 self.engine.pooling.total_instances, self.server.max_concurrent_requests
+            )));
+        }
+        // The pool reserves its slots' address space up front: two linear
+        // memories per instance (see engine.rs), each its reservation plus guard.
+        // x86-64 user space is 128TiB; leave half for everything else.
+        let p = &self.engine.pooling;
+        let slot = p.memory_reservation.0.saturating_add(p.memory_guard.0);
+        let total = slot.saturating_mul(2 * u64::from(p.total_instances));
+        if total > MAX_POOL_ADDRESS_SPACE {
+            return Err(ConfigError::Invalid(format!(
+                "pooling total-instances ({}) x 2 memories x (memory-reservation {} + memory-guard {}) \
+                 needs {} of address space, more than the {} a pool may take: lower \
+                 memory-reservation (e.g. 16MiB, which adds bounds checks) or total-instances",
+                p.total_instances,
+                p.memory_reservation,
+                p.memory_guard,
+                ByteSize(total),
+                ByteSize(MAX_POOL_ADDRESS_SPACE)
             )));
         }
         if let Some(max) = self.limits.max_memory {
@@ -541,7 +561,12 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        for (unit, size) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
             if b >= size && b.is_multiple_of(size) {
                 return write!(f, "{}{unit}", b / size);
             }
@@ -675,6 +700,20 @@ mod tests {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
         }
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+    }
+
+    #[test]
+    fn a_pool_larger_than_the_address_space_is_refused() {
+        let mut c = Config::default();
+        c.server.max_concurrent_requests = 100_000;
+        c.engine.pooling.total_instances = 100_000;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("needs 806250GiB"), "{err}");
+        assert!(err.contains("lower memory-reservation"), "{err}");
+        // What the burst benchmark uses: 100,000 instances in 3.2TiB.
+        c.engine.pooling.memory_reservation = ByteSize(16 << 20);
+        c.engine.pooling.memory_guard = ByteSize(0);
+        c.validate().unwrap();
     }
 
     #[test]

@@ -100,6 +100,10 @@ impl Engine {
                 settings.max_memory,
             )));
             cfg.memory_reservation(p.memory_reservation.0);
+            // Fiber stacks go back to the pool dirty and resident unless zeroed;
+            // with keep-resident 0 (return everything when idle, as after a
+            // burst) they are decommitted like the memories.
+            cfg.async_stack_zeroing(p.keep_resident.0 == 0);
             cfg.memory_guard_size(p.memory_guard.0);
         }
         let inner = wasmtime::Engine::new(&cfg).map_err(EngineError::Config)?;
@@ -120,6 +124,7 @@ impl Engine {
     /// guest's deadline and yields need the epoch to advance.
     pub fn running(&self) -> Running {
         let t = &self.ticker;
+        t.started.fetch_add(1, Ordering::Relaxed);
         if t.active.fetch_add(1, Ordering::AcqRel) == 0
             && let Some(thread) = &t.thread
         {
@@ -154,6 +159,9 @@ fn pooling_config(p: &PoolingConfig, max_memory: Option<u64>) -> PoolingAllocati
         // Keeping a little of each slot resident saves an madvise and the page
         // faults of re-touching it on the next request.
         .linear_memory_keep_resident(p.keep_resident.0 as usize)
+        // With zeroing on (see Engine::new) a fiber stack is decommitted
+        // whole when its instance ends.
+        .async_stack_keep_resident(0)
         .table_keep_resident(p.keep_resident.0 as usize)
         // Returning memory to the kernel (madvise) costs a TLB shootdown on every
         // core running this process; batching amortizes it across instances.
@@ -184,6 +192,8 @@ struct EpochTicker {
     stop: Arc<AtomicBool>,
     /// Live stores; at zero the thread parks until [`Engine::running`].
     active: Arc<AtomicUsize>,
+    /// Stores started since the allocator last returned free memory.
+    started: Arc<AtomicUsize>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -191,14 +201,22 @@ impl EpochTicker {
     fn start(engine: wasmtime::Engine) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
         let flag = stop.clone();
         let live = active.clone();
+        let since_trim = started.clone();
         let thread = std::thread::Builder::new()
             .name("wisp-epoch".into())
             .spawn(move || {
                 let mut next = std::time::Instant::now() + EPOCH_TICK;
                 while !flag.load(Ordering::Acquire) {
                     if live.load(Ordering::Acquire) == 0 {
+                        // Idle after a busy spell: hand the host allocations
+                        // of its instances back to the kernel (see
+                        // `release_free_memory`), off every request's path.
+                        if since_trim.swap(0, Ordering::Relaxed) >= TRIM_AFTER_STORES {
+                            release_free_memory();
+                        }
                         // Idle: no guest needs the epoch. `running` unparks
                         // (an unpark before this park makes it return at once).
                         std::thread::park();
@@ -226,8 +244,26 @@ impl EpochTicker {
         Self {
             stop,
             active,
+            started,
             thread: Some(thread),
         }
+    }
+}
+
+/// Stores started in a busy spell after which going idle returns the
+/// allocator's free memory: a burst of 100,000 requests leaves hundreds of MiB
+/// of freed host state (stores, tables, buffers) in glibc's arenas, which it
+/// would otherwise keep.
+const TRIM_AFTER_STORES: usize = 1000;
+
+/// Returns the C allocator's free pages to the kernel (glibc `malloc_trim`:
+/// whole free pages anywhere in its arenas, not only at their tops).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes the arenas' locks itself; it is safe to call
+    // from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -48,6 +48,9 @@ pub type ResponseBody = HyperOutgoingBody;
 
 /// Path answered by the host itself, without an instance, even under full load.
 pub const HEALTH_PATH: &str = "/.well-known/wisp/health";
+/// Path answered by the host with the server's load as JSON, without an
+/// instance: `{"live_instances":N,"executing":N,"queued":N}`.
+pub const STATS_PATH: &str = "/.well-known/wisp/stats";
 /// Largest request body a WAGI module is handed on stdin.
 pub const MAX_WAGI_BODY: usize = 16 << 20;
 /// Largest CGI output a WAGI module may write.
@@ -150,6 +153,22 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Counts requests waiting for an execution slot while it lives.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 enum Executor {
     Proxy(ProxyPre<ProxyState>),
     Wagi(wasmtime::InstancePre<WagiState>),
@@ -165,6 +184,10 @@ struct Inner {
     timeout: Option<Duration>,
     queue_timeout: Duration,
     slots: Arc<Semaphore>,
+    /// The slots' number, to tell how many are taken.
+    max_slots: usize,
+    /// Requests waiting for a slot.
+    queued: AtomicUsize,
     live: Arc<AtomicUsize>,
     listen: SocketAddr,
     meter: Arc<Meter>,
@@ -273,6 +296,8 @@ impl HttpServer {
                 slots: Arc::new(Semaphore::new(
                     config.server.max_concurrent_requests as usize,
                 )),
+                max_slots: config.server.max_concurrent_requests as usize,
+                queued: AtomicUsize::new(0),
                 live: Arc::new(AtomicUsize::new(0)),
                 listen: config.server.listen,
                 meter: Arc::default(),
@@ -296,6 +321,35 @@ impl HttpServer {
     /// Instances alive right now (zero when idle).
     pub fn live_instances(&self) -> usize {
         self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Requests holding an execution slot right now.
+    pub fn executing(&self) -> usize {
+        self.inner.max_slots - self.inner.slots.available_permits()
+    }
+
+    /// Requests waiting for an execution slot right now.
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    fn stats_response(&self) -> Response<ResponseBody> {
+        let body = format!(
+            "{{\"live_instances\":{},\"executing\":{},\"queued\":{}}}\n",
+            self.live_instances(),
+            self.executing(),
+            self.queued()
+        );
+        let mut resp = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|n: Infallible| match n {})
+                .boxed_unsync(),
+        );
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
     }
 
     /// Creates one instance exactly as a request would (fresh store, pooled slot,
@@ -349,8 +403,10 @@ impl HttpServer {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error> + std::error::Error + Send + Sync + 'static,
     {
-        if req.uri().path() == HEALTH_PATH {
-            return text(StatusCode::OK, "ok\n");
+        match req.uri().path() {
+            HEALTH_PATH => return text(StatusCode::OK, "ok\n"),
+            STATS_PATH => return self.stats_response(),
+            _ => {}
         }
         // HTTP/1.0 clients may omit Host; wasi:http needs an authority.
         if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
@@ -358,6 +414,7 @@ impl HttpServer {
                 .expect("address is a valid header");
             req.headers_mut().insert(http::header::HOST, host);
         }
+        let queued = Queued::new(&self.inner.queued);
         let permit = match tokio::time::timeout(
             self.inner.queue_timeout,
             self.inner.slots.clone().acquire_owned(),
@@ -375,6 +432,7 @@ impl HttpServer {
                 return resp;
             }
         };
+        drop(queued);
         match &self.inner.executor {
             Executor::Proxy(pre) => self.handle_proxy(pre, req, permit).await,
             Executor::Wagi(pre) => self.handle_wagi(pre, req, remote, permit).await,

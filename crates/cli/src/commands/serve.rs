@@ -54,6 +54,16 @@ pub struct ServeCommand {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory_reservation: Option<ByteSize>,
 
+    /// Guard region after each linear memory in the pool (0 with a small
+    /// --memory-reservation fits the most instances).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory_guard: Option<ByteSize>,
+
+    /// Bytes of each pool slot kept resident between instances (faster reuse;
+    /// 0 returns all of an instance's memory to the kernel when it ends).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    keep_resident: Option<ByteSize>,
+
     /// Listen backlog.
     #[arg(long, value_name = "N")]
     backlog: Option<u32>,
@@ -95,7 +105,25 @@ impl ServeCommand {
         if let Some(v) = self.memory_reservation {
             config.engine.pooling.memory_reservation = v;
         }
+        if let Some(v) = self.memory_guard {
+            config.engine.pooling.memory_guard = v;
+        }
+        if let Some(v) = self.keep_resident {
+            config.engine.pooling.keep_resident = v;
+        }
         validate(&config, self.options.config.as_ref())?;
+        // Every connection is a file; so is each pool's backing. Go and nginx
+        // raise the soft limit the same way.
+        let want = config.server.max_connections as u64 + 1024;
+        match wisp_runtime::raise_file_limit(want) {
+            Ok(have) if have < want => tracing::warn!(
+                open_files = have,
+                max_connections = config.server.max_connections,
+                "the open-file limit is below max-connections; raise `ulimit -n`"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+        }
 
         let engine = Engine::new(&EngineSettings::for_serve(&config))?;
         let app = App::load(&engine, &self.app, self.options.allow_precompiled)?;

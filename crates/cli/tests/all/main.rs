@@ -5,6 +5,7 @@
 
 mod support;
 
+mod burst;
 mod cache;
 mod compile;
 mod config;

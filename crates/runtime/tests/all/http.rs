@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use wisp_runtime::Config;
 use wisp_runtime::config::{ByteSize, HumanDuration};
-use wisp_runtime::http::{HEALTH_PATH, HttpServer, ResponseBody};
+use wisp_runtime::http::{HEALTH_PATH, HttpServer, ResponseBody, STATS_PATH};
 use wisp_test_guests as guests;
 
 use crate::{engine, load};
@@ -229,19 +229,44 @@ async fn wagi_deadline() {
 async fn over_capacity_is_503_with_retry_after_and_health_still_answers() {
     let mut config = Config::default();
     config.server.max_concurrent_requests = 1;
-    config.server.queue_timeout = HumanDuration(Duration::from_millis(100));
+    config.server.queue_timeout = HumanDuration(Duration::from_millis(300));
     let s = server(&guests::http_echo(), &config);
     let busy = {
         let s = s.clone();
-        tokio::spawn(async move { get(&s, "/sleep?ms=700").await })
+        tokio::spawn(async move { get(&s, "/sleep?ms=1200").await })
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(s.live_instances(), 1);
-    let (status, headers, _) = body(s.handle(req("GET", "/", ""), None).await).await;
+    let waiting = {
+        let s = s.clone();
+        tokio::spawn(async move { body(s.handle(req("GET", "/", ""), None).await).await })
+    };
+    // The stats path answers without a slot, and counts the one waiting.
+    let mut seen = Vec::new();
+    while !waiting.is_finished() {
+        let (status, headers, text) = body(s.handle(req("GET", STATS_PATH, ""), None).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "application/json");
+        seen.push(text);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        seen.iter()
+            .any(|t| t == "{\"live_instances\":1,\"executing\":1,\"queued\":1}\n"),
+        "{seen:?}"
+    );
+    let (status, headers, _) = waiting.await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(get(&s, HEALTH_PATH).await, (StatusCode::OK, "ok\n".into()));
-    assert_eq!(busy.await.unwrap(), (StatusCode::OK, "slept 700\n".into()));
+    assert_eq!(busy.await.unwrap(), (StatusCode::OK, "slept 1200\n".into()));
+    // The guest's task drops its store just after the body's last byte.
+    let idle = "{\"live_instances\":0,\"executing\":0,\"queued\":0}\n";
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while get(&s, STATS_PATH).await.1 != idle {
+        assert!(std::time::Instant::now() < deadline, "never back to idle");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // The slot is free again.
     assert_eq!(get(&s, "/").await.0, StatusCode::OK);
 }

@@ -1,0 +1,815 @@
+//! A burst load generator: `N` requests in flight at once against one server,
+//! each (on Wisp) in an instance of its own, with the server's instance count,
+//! memory and responsiveness sampled throughout.
+//!
+//! A burst runs in phases:
+//! 1. **Connect**: `N` connections are opened and left idle, from as many
+//!    loopback source addresses as the ephemeral port range needs (the kernel
+//!    picks ports per destination with `IP_BIND_ADDRESS_NO_PORT`). Front
+//!    proxies and load balancers hold such pools of connections; opening them
+//!    is not what the burst measures.
+//! 2. **Burst**: at "go" every connection sends its request (all at once, or
+//!    spread over `ramp`). A request that holds its instance (`/sleep?ms=N`)
+//!    keeps it alive until the hold ends.
+//! 3. **Drain**: the responses come back; sampling goes on until the server
+//!    reports zero live instances and its memory is back near idle, or
+//!    `settle_timeout` passes.
+//!
+//! Meanwhile one thread of its own samples the server's load endpoint
+//! (`/.well-known/wisp/stats`, answered without an instance) and the server
+//! process's resident memory, and times a ping (the health endpoint) on a
+//! connection of its own every `ping_interval`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Where the server answers its load, without an instance.
+pub const STATS_PATH: &str = "/.well-known/wisp/stats";
+/// Where the server answers a ping, without an instance.
+pub const HEALTH_PATH: &str = "/.well-known/wisp/health";
+/// Connections per loopback source address: the default ephemeral port range
+/// (32768-60999) has 28,232 ports per destination, and some are in use.
+pub const CONNECTIONS_PER_SOURCE: usize = 25_000;
+
+/// Errors that stop a burst before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("`{0}` is not an http://HOST:PORT/PATH URL with a numeric IPv4 host")]
+    Url(String),
+    #[error(
+        "{want} open files are needed for {requests} connections, but the limit is {have} \
+         and raising it failed ({source}); raise `ulimit -n` or run as root"
+    )]
+    FileLimit {
+        want: u64,
+        have: u64,
+        requests: usize,
+        source: io::Error,
+    },
+    #[error("the load endpoint {addr}{STATS_PATH} did not answer: {source}")]
+    Stats { addr: SocketAddr, source: io::Error },
+    #[error("failed to start the client runtime")]
+    Runtime(#[source] io::Error),
+}
+
+/// An `http://IP:PORT/PATH` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl std::str::FromStr for Target {
+    type Err = LoadError;
+
+    fn from_str(url: &str) -> Result<Self, LoadError> {
+        let bad = || LoadError::Url(url.to_string());
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let addr: SocketAddr = authority.parse().map_err(|_| bad())?;
+        if !addr.is_ipv4() {
+            return Err(bad());
+        }
+        Ok(Self {
+            addr,
+            path: path.to_string(),
+        })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BurstOptions {
+    pub target: Target,
+    /// Requests in flight at once (one connection each).
+    pub requests: usize,
+    /// Source addresses; empty picks 127.0.0.1, 127.0.0.2, ... as needed.
+    pub sources: Vec<Ipv4Addr>,
+    /// Spread the requests' start over this long (zero: all at once).
+    pub ramp: Duration,
+    /// The server's pid, for its resident memory.
+    pub server_pid: Option<u32>,
+    /// How often the server's load and memory are sampled.
+    pub sample_interval: Duration,
+    /// How often a ping is timed.
+    pub ping_interval: Duration,
+    /// Connects in progress at once during the connect phase.
+    pub connect_parallelism: usize,
+    /// The longest any request may take, from go to its last byte.
+    pub request_timeout: Duration,
+    /// How long to wait, after the first response, for zero instances and
+    /// memory back near idle.
+    pub settle_timeout: Duration,
+    /// Client worker threads (the sampler has a thread of its own).
+    pub threads: usize,
+}
+
+impl BurstOptions {
+    pub fn new(target: Target, requests: usize) -> Self {
+        Self {
+            target,
+            requests,
+            sources: Vec::new(),
+            ramp: Duration::ZERO,
+            server_pid: None,
+            sample_interval: Duration::from_millis(5),
+            ping_interval: Duration::from_millis(10),
+            connect_parallelism: 512,
+            request_timeout: Duration::from_secs(120),
+            settle_timeout: Duration::from_secs(10),
+            threads: 1,
+        }
+    }
+
+    fn sources(&self) -> Vec<Ipv4Addr> {
+        if !self.sources.is_empty() {
+            return self.sources.clone();
+        }
+        let n = self.requests.div_ceil(CONNECTIONS_PER_SOURCE).max(1);
+        (0..n)
+            .map(|i| Ipv4Addr::new(127, 0, ((i + 1) >> 8) as u8, (i + 1) as u8))
+            .collect()
+    }
+}
+
+/// One sample of the server, in ms from go (negative before it).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    pub t_ms: f64,
+    pub live_instances: usize,
+    pub executing: usize,
+    pub queued: usize,
+    /// The server process's resident memory, if its pid was given.
+    pub rss_bytes: Option<u64>,
+    /// Requests sent and responses completed so far.
+    pub sent: usize,
+    pub done: usize,
+}
+
+/// Latencies of the pings made between go and the last response.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pings {
+    pub count: usize,
+    pub errors: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What a burst measured. Times are ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct BurstReport {
+    pub requests: usize,
+    pub sources: usize,
+    /// Responses with status 200.
+    pub ok: usize,
+    /// Everything else, by kind ("status 503", "connect: ...", "timeout", ...).
+    pub errors: BTreeMap<String, usize>,
+    /// The connect phase.
+    pub connect_ms: f64,
+    /// Go to the last request written.
+    pub sent_ms: f64,
+    /// Most instances alive at once, as sampled.
+    pub peak_live: usize,
+    /// Go to the first sample with every request's instance alive.
+    pub all_live_ms: Option<f64>,
+    /// Go to the first and the last response.
+    pub first_response_ms: f64,
+    pub last_response_ms: f64,
+    /// First response to the first sample with zero instances alive.
+    pub to_zero_ms: Option<f64>,
+    /// Server memory: before go, the highest, and the last sample.
+    pub idle_rss: Option<u64>,
+    pub peak_rss: Option<u64>,
+    pub final_rss: Option<u64>,
+    /// First response to the first sample within 10% of idle memory (with
+    /// zero instances alive).
+    pub memory_settled_ms: Option<f64>,
+    pub pings: Pings,
+    pub samples: Vec<Sample>,
+}
+
+impl BurstReport {
+    pub fn errors_total(&self) -> usize {
+        self.errors.values().sum()
+    }
+}
+
+impl std::fmt::Display for BurstReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.0} ms"));
+        let mib =
+            |v: Option<u64>| v.map_or("-".into(), |v| format!("{:.1} MiB", v as f64 / 1048576.0));
+        writeln!(
+            f,
+            "burst of {} requests from {} source address(es)",
+            self.requests, self.sources
+        )?;
+        writeln!(f, "  connect phase            {:.0} ms", self.connect_ms)?;
+        writeln!(f, "  go to all sent           {:.0} ms", self.sent_ms)?;
+        writeln!(
+            f,
+            "  go to all {} live   {}   (peak live {})",
+            self.requests,
+            ms(self.all_live_ms),
+            self.peak_live
+        )?;
+        writeln!(
+            f,
+            "  responses                first {:.0} ms, last {:.0} ms",
+            self.first_response_ms, self.last_response_ms
+        )?;
+        writeln!(
+            f,
+            "  back to zero instances   {} after the first response",
+            ms(self.to_zero_ms)
+        )?;
+        writeln!(
+            f,
+            "  server memory            idle {}, peak {}, end {}; within 10% of idle {} after the first response",
+            mib(self.idle_rss),
+            mib(self.peak_rss),
+            mib(self.final_rss),
+            ms(self.memory_settled_ms)
+        )?;
+        writeln!(
+            f,
+            "  ping during the burst    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} pings, {} failed)",
+            self.pings.p50_ms,
+            self.pings.p99_ms,
+            self.pings.max_ms,
+            self.pings.count,
+            self.pings.errors
+        )?;
+        write!(f, "  ok {}, errors {}", self.ok, self.errors_total())?;
+        for (kind, n) in &self.errors {
+            write!(f, "\n    {n} x {kind}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Resident memory of `pid` from `/proc/PID/statm` (one line, cheap to read).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    Some(pages * page)
+}
+
+/// State shared by the client tasks and the sampler thread.
+struct Shared {
+    go: OnceLock<Instant>,
+    sent: AtomicUsize,
+    done: AtomicUsize,
+    stop: AtomicBool,
+    samples: Mutex<Vec<Sample>>,
+    /// (ms from go, latency ms or None for a failed ping).
+    pings: Mutex<Vec<(f64, Option<f64>)>>,
+}
+
+impl Shared {
+    fn since_go(&self, at: Instant) -> f64 {
+        match self.go.get() {
+            Some(go) if at >= *go => (at - *go).as_secs_f64() * 1000.0,
+            Some(go) => -((*go - at).as_secs_f64() * 1000.0),
+            None => f64::NEG_INFINITY,
+        }
+    }
+}
+
+/// How one request ended.
+enum Outcome {
+    Ok(Instant),
+    Failed(String, Option<Instant>),
+}
+
+/// Runs one burst and reports it.
+pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
+    let want = opts.requests as u64 + 1024;
+    match wisp_runtime::raise_file_limit(want) {
+        Ok(have) if have >= want => {}
+        Ok(have) => {
+            return Err(LoadError::FileLimit {
+                want,
+                have,
+                requests: opts.requests,
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            });
+        }
+        Err(source) => {
+            return Err(LoadError::FileLimit {
+                want,
+                have: 0,
+                requests: opts.requests,
+                source,
+            });
+        }
+    }
+    let shared = Arc::new(Shared {
+        go: OnceLock::new(),
+        sent: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        samples: Mutex::new(Vec::new()),
+        pings: Mutex::new(Vec::new()),
+    });
+    // The sampler first: it must see the server idle, and answer at once.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let sampler = {
+        let (shared, opts) = (shared.clone(), opts.clone());
+        std::thread::Builder::new()
+            .name("wisp-load-sampler".into())
+            .spawn(move || sampler(&opts, &shared, ready_tx))
+            .map_err(LoadError::Runtime)?
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => {
+            return Err(LoadError::Stats {
+                addr: opts.target.addr,
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(LoadError::Stats {
+                addr: opts.target.addr,
+                source: io::Error::other("the sampler thread ended"),
+            });
+        }
+    }
+    let idle_rss = opts.server_pid.and_then(rss_bytes);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?;
+    let sources = opts.sources();
+    let (outcomes, connect_ms) = rt.block_on(run_clients(opts, &sources, &shared));
+    let go = *shared.go.get().expect("go was set");
+
+    let mut ok = 0;
+    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+    let mut first: Option<Instant> = None;
+    let mut last: Option<Instant> = None;
+    for o in &outcomes {
+        let at = match o {
+            Outcome::Ok(at) => {
+                ok += 1;
+                Some(*at)
+            }
+            Outcome::Failed(kind, at) => {
+                *errors.entry(kind.clone()).or_default() += 1;
+                *at
+            }
+        };
+        if let Some(at) = at {
+            first = Some(first.map_or(at, |f| f.min(at)));
+            last = Some(last.map_or(at, |l| l.max(at)));
+        }
+    }
+    let first = first.unwrap_or(go);
+    let last = last.unwrap_or(go);
+    let first_ms = shared.since_go(first);
+
+    // Let the sampler watch the server settle: zero instances, memory near idle.
+    let settle_deadline = Instant::now() + opts.settle_timeout;
+    loop {
+        let settled = {
+            let samples = shared.samples.lock().unwrap();
+            samples.iter().rev().take(1).any(|s| {
+                s.t_ms > first_ms
+                    && s.live_instances == 0
+                    && match (s.rss_bytes, idle_rss) {
+                        (Some(now), Some(idle)) => now as f64 <= idle as f64 * 1.1,
+                        _ => true,
+                    }
+            })
+        };
+        if settled || Instant::now() > settle_deadline {
+            break;
+        }
+        std::thread::sleep(opts.sample_interval);
+    }
+    shared.stop.store(true, Ordering::Release);
+    let _ = sampler.join();
+
+    let samples = std::mem::take(&mut *shared.samples.lock().unwrap());
+    let last_ms = shared.since_go(last);
+    let pings: Vec<f64> = shared
+        .pings
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t >= 0.0 && *t <= last_ms)
+        .map(|(_, l)| l.unwrap_or(f64::NAN))
+        .collect();
+    Ok(BurstReport {
+        requests: opts.requests,
+        sources: sources.len(),
+        ok,
+        errors,
+        connect_ms,
+        sent_ms: samples
+            .iter()
+            .find(|s| s.sent >= opts.requests)
+            .map_or(f64::NAN, |s| s.t_ms),
+        peak_live: samples.iter().map(|s| s.live_instances).max().unwrap_or(0),
+        all_live_ms: samples
+            .iter()
+            .find(|s| s.live_instances >= opts.requests)
+            .map(|s| s.t_ms),
+        first_response_ms: first_ms,
+        last_response_ms: last_ms,
+        to_zero_ms: samples
+            .iter()
+            .find(|s| s.t_ms > first_ms && s.live_instances == 0)
+            .map(|s| s.t_ms - first_ms),
+        idle_rss,
+        peak_rss: samples.iter().filter_map(|s| s.rss_bytes).max(),
+        final_rss: samples.last().and_then(|s| s.rss_bytes),
+        memory_settled_ms: idle_rss.and_then(|idle| {
+            samples
+                .iter()
+                .find(|s| {
+                    s.t_ms > first_ms
+                        && s.live_instances == 0
+                        && s.rss_bytes.is_some_and(|r| r as f64 <= idle as f64 * 1.1)
+                })
+                .map(|s| s.t_ms - first_ms)
+        }),
+        pings: ping_stats(&pings),
+        samples,
+    })
+}
+
+fn ping_stats(all: &[f64]) -> Pings {
+    let mut ok: Vec<f64> = all.iter().copied().filter(|l| !l.is_nan()).collect();
+    ok.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| {
+        if ok.is_empty() {
+            f64::NAN
+        } else {
+            ok[((ok.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    Pings {
+        count: all.len(),
+        errors: all.len() - ok.len(),
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        max_ms: ok.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// Opens every connection, fires go once all are open, and collects how each
+/// request ended. Returns the outcomes and the connect phase's length in ms.
+async fn run_clients(
+    opts: &BurstOptions,
+    sources: &[Ipv4Addr],
+    shared: &Arc<Shared>,
+) -> (Vec<Outcome>, f64) {
+    let n = opts.requests;
+    let connect_slots = Arc::new(tokio::sync::Semaphore::new(opts.connect_parallelism.max(1)));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let request: Arc<[u8]> = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        opts.target.path, opts.target.addr
+    )
+    .into_bytes()
+    .into();
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let src = SocketAddr::new(IpAddr::V4(sources[i % sources.len()]), 0);
+        let dst = opts.target.addr;
+        let (slots, connected, mut go_rx) =
+            (connect_slots.clone(), connected.clone(), go_rx.clone());
+        let (shared, request) = (shared.clone(), request.clone());
+        let delay = if n > 1 {
+            opts.ramp.mul_f64(i as f64 / (n - 1) as f64)
+        } else {
+            Duration::ZERO
+        };
+        let timeout = opts.request_timeout;
+        tasks.push(tokio::spawn(async move {
+            let stream = {
+                let _slot = slots.acquire().await.expect("never closed");
+                let r = connect(src, dst).await;
+                connected.fetch_add(1, Ordering::Release);
+                r
+            };
+            let _ = go_rx.wait_for(|go| *go).await;
+            let mut stream = match stream {
+                Ok(s) => s,
+                Err(e) => return Outcome::Failed(format!("connect: {}", io_kind(&e)), None),
+            };
+            let go = *shared.go.get().expect("go is set before the signal");
+            if !delay.is_zero() {
+                tokio::time::sleep_until((go + delay).into()).await;
+            }
+            let deadline = go + delay + timeout;
+            let res = tokio::time::timeout_at(deadline.into(), async {
+                stream.write_all(&request).await?;
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                read_status_to_eof(&mut stream).await
+            })
+            .await;
+            let at = Instant::now();
+            shared.done.fetch_add(1, Ordering::Relaxed);
+            match res {
+                Ok(Ok(200)) => Outcome::Ok(at),
+                Ok(Ok(status)) => Outcome::Failed(format!("status {status}"), Some(at)),
+                Ok(Err(e)) => Outcome::Failed(format!("request: {}", io_kind(&e)), Some(at)),
+                Err(_) => Outcome::Failed("timeout".into(), Some(at)),
+            }
+        }));
+    }
+    while connected.load(Ordering::Acquire) < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let connect_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _ = shared.go.set(Instant::now());
+    let _ = go_tx.send(true);
+    let mut outcomes = Vec::with_capacity(n);
+    for t in tasks {
+        outcomes.push(
+            t.await
+                .unwrap_or_else(|e| Outcome::Failed(format!("client task: {e}"), None)),
+        );
+    }
+    (outcomes, connect_ms)
+}
+
+fn io_kind(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => format!("{} (os error {code})", e.kind()),
+        None => e.to_string(),
+    }
+}
+
+/// A connection from `src` (port chosen at connect time) to `dst`.
+async fn connect(src: SocketAddr, dst: SocketAddr) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    if src.ip() != IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        let one: libc::c_int = 1;
+        // SAFETY: the fd is the socket's own and open; the option value is a
+        // c_int we own, its size passed along.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        socket.bind(src)?;
+    }
+    let stream = socket.connect(dst).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Reads a response to EOF (`Connection: close`); its status code.
+async fn read_status_to_eof(stream: &mut TcpStream) -> io::Result<u16> {
+    let mut buf = Vec::with_capacity(256);
+    stream.read_to_end(&mut buf).await?;
+    parse_status(&buf)
+}
+
+fn parse_status(head: &[u8]) -> io::Result<u16> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    match (parts.next(), parts.next().and_then(|c| c.parse().ok())) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") => Ok(code),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not an HTTP response: {:?}", line.trim_end()),
+        )),
+    }
+}
+
+/// A keep-alive connection for small host-answered requests (stats, ping).
+struct KeepAlive {
+    stream: BufReader<TcpStream>,
+    request: Vec<u8>,
+}
+
+impl KeepAlive {
+    async fn open(addr: SocketAddr, path: &str) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: BufReader::new(stream),
+            request: format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes(),
+        })
+    }
+
+    /// One request; the status and the body (Content-Length framed).
+    async fn get(&mut self) -> io::Result<(u16, Vec<u8>)> {
+        self.stream.get_mut().write_all(&self.request).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status = parse_status(line.as_bytes())?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, body))
+    }
+}
+
+/// Parses the stats endpoint's `{"live_instances":N,"executing":N,"queued":N}`.
+fn parse_stats(body: &[u8]) -> Option<(usize, usize, usize)> {
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        live_instances: usize,
+        executing: usize,
+        queued: usize,
+    }
+    let s: Stats = serde_json::from_slice(body).ok()?;
+    Some((s.live_instances, s.executing, s.queued))
+}
+
+/// The sampler thread: load and memory every `sample_interval`, a ping every
+/// `ping_interval`, on a runtime of its own so a busy client never delays it.
+fn sampler(
+    opts: &BurstOptions,
+    shared: &Arc<Shared>,
+    ready: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    rt.block_on(async {
+        let addr = opts.target.addr;
+        let opened = async {
+            let mut stats = KeepAlive::open(addr, STATS_PATH).await?;
+            let ping = KeepAlive::open(addr, HEALTH_PATH).await?;
+            let (status, body) = stats.get().await?;
+            if status != 200 || parse_stats(&body).is_none() {
+                return Err(io::Error::other(format!(
+                    "status {status}, body {:?} (is this a wisp server?)",
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+            Ok((stats, ping))
+        }
+        .await;
+        let (mut stats, mut ping) = match opened {
+            Ok(c) => {
+                let _ = ready.send(Ok(()));
+                c
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let pings = async {
+            let mut tick = tokio::time::interval(opts.ping_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !shared.stop.load(Ordering::Acquire) {
+                tick.tick().await;
+                let t0 = Instant::now();
+                let r = ping.get().await;
+                let latency = match r {
+                    Ok((200, _)) => Some(t0.elapsed().as_secs_f64() * 1000.0),
+                    _ => None,
+                };
+                shared
+                    .pings
+                    .lock()
+                    .unwrap()
+                    .push((shared.since_go(t0), latency));
+                if latency.is_none() {
+                    // A broken connection: open another for the next ping.
+                    match KeepAlive::open(addr, HEALTH_PATH).await {
+                        Ok(c) => ping = c,
+                        Err(_) => tokio::time::sleep(opts.ping_interval).await,
+                    }
+                }
+            }
+        };
+        let samples = async {
+            let mut tick = tokio::time::interval(opts.sample_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !shared.stop.load(Ordering::Acquire) {
+                tick.tick().await;
+                let Ok((200, body)) = stats.get().await else {
+                    continue;
+                };
+                let Some((live, executing, queued)) = parse_stats(&body) else {
+                    continue;
+                };
+                let sample = Sample {
+                    t_ms: shared.since_go(Instant::now()),
+                    live_instances: live,
+                    executing,
+                    queued,
+                    rss_bytes: opts.server_pid.and_then(rss_bytes),
+                    sent: shared.sent.load(Ordering::Relaxed),
+                    done: shared.done.load(Ordering::Relaxed),
+                };
+                shared.samples.lock().unwrap().push(sample);
+            }
+        };
+        tokio::join!(pings, samples);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t: Target = "http://127.0.0.1:3000/sleep?ms=10".parse().unwrap();
+        assert_eq!(t.addr, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(t.path, "/sleep?ms=10");
+        let t: Target = "http://127.0.0.1:80".parse().unwrap();
+        assert_eq!(t.path, "/");
+        for bad in [
+            "127.0.0.1:3000/",
+            "https://127.0.0.1:1/",
+            "http://localhost:1/",
+            "http://[::1]:1/",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sources_cover_the_port_range() {
+        let t: Target = "http://127.0.0.1:1/".parse().unwrap();
+        assert_eq!(
+            BurstOptions::new(t.clone(), 10).sources(),
+            [Ipv4Addr::new(127, 0, 0, 1)]
+        );
+        let s = BurstOptions::new(t, 100_000).sources();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[3], Ipv4Addr::new(127, 0, 0, 4));
+    }
+
+    #[test]
+    fn statuses_and_stats_parse() {
+        assert_eq!(
+            parse_status(b"HTTP/1.1 503 Service Unavailable\r\n").unwrap(),
+            503
+        );
+        assert!(parse_status(b"SSH-2.0\r\n").is_err());
+        assert_eq!(
+            parse_stats(br#"{"live_instances":3,"executing":2,"queued":1}"#),
+            Some((3, 2, 1))
+        );
+    }
+
+    #[test]
+    fn ping_percentiles_count_failures_apart() {
+        let p = ping_stats(&[1.0, 2.0, f64::NAN, 3.0, 4.0]);
+        assert_eq!((p.count, p.errors), (5, 1));
+        assert_eq!((p.p50_ms, p.max_ms), (3.0, 4.0));
+    }
+}
