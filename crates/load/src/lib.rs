@@ -200,6 +200,8 @@ pub struct BurstReport {
     pub memory_settled_ms: Option<f64>,
     pub pings: Pings,
     pub samples: Vec<Sample>,
+    /// Every ping: ms from go, and its latency in ms (`None`: it failed).
+    pub ping_samples: Vec<(f64, Option<f64>)>,
 }
 
 impl BurstReport {
@@ -411,10 +413,8 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
 
     let samples = std::mem::take(&mut *shared.samples.lock().unwrap());
     let last_ms = shared.since_go(last);
-    let pings: Vec<f64> = shared
-        .pings
-        .lock()
-        .unwrap()
+    let ping_samples = std::mem::take(&mut *shared.pings.lock().unwrap());
+    let pings: Vec<f64> = ping_samples
         .iter()
         .filter(|(t, _)| *t >= 0.0 && *t <= last_ms)
         .map(|(_, l)| l.unwrap_or(f64::NAN))
@@ -455,6 +455,7 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
         }),
         pings: ping_stats(&pings),
         samples,
+        ping_samples,
     })
 }
 

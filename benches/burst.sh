@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The burst benchmark: zero to N live instances in one `wisp serve` process,
+# and back to zero.
+#
+# Starts `wisp serve` (release build) on the http-echo guest with the pool and
+# limits sized for N, then runs `wisp-load` (crates/load): N connections opened
+# from loopback source addresses, then every one sends `GET /sleep?ms=HOLD` at
+# once (or over RAMP); each request holds a fresh instance until its hold ends.
+# Reports the time from go to N instances alive, back to zero, the server's
+# peak and idle memory, errors, and a ping's p50/p99 during the burst.
+#
+# Output: stdout and target/bench/burst-N.{txt,json} (the JSON holds every
+# sample, for benches/plot.py). Exits non-zero on any error. The server is
+# killed on exit. Loopback only.
+#
+# Environment: N (default 100000), HOLD (ms each request holds its instance,
+# default 5000), RAMP (e.g. 500ms; default 0s, all at once), THREADS (client
+# threads, default 1), WARMUP (requests of a warm-up burst before, default
+# 1000; 0 for none), SKIP_BUILD=1 to use the binaries already built.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+N=${N:-100000}
+HOLD=${HOLD:-5000}
+RAMP=${RAMP:-0s}
+THREADS=${THREADS:-1}
+WARMUP=${WARMUP:-1000}
+OUT_DIR=$TARGET_DIR/bench
+mkdir -p "$OUT_DIR"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wisp-burst.XXXXXX")
+SERVER=""
+cleanup() {
+    [[ -n "$SERVER" ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+    cargo build --release --locked -p wisp -p wisp-load >&2
+    bash guests/install-toolchain.sh >&2
+    bash guests/build.sh "$TARGET_DIR/guests" >&2
+fi
+APP=$TARGET_DIR/guests/http-echo.wasm
+[[ -f "$APP" ]] || { echo "burst.sh: $APP missing (run without SKIP_BUILD)" >&2; exit 1; }
+
+# Two sockets per request live on this machine (client and server), plus the
+# server's TIME_WAITs from the previous run.
+ulimit -n $((N * 2 + 10000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+"$TARGET_DIR/release/wisp" serve \
+    --listen 127.0.0.1:0 \
+    --max-connections $((N + 1000)) \
+    --max-concurrent-requests "$N" \
+    --queue-timeout 30s \
+    --memory-reservation 16MiB --memory-guard 0 --keep-resident 0 \
+    --backlog 65535 \
+    --cache-dir "$WORK/cache" \
+    "$APP" 2> "$WORK/serve.log" &
+SERVER=$!
+for _ in $(seq 1 600); do
+    grep -q "Serving HTTP on" "$WORK/serve.log" && break
+    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
+    sleep 0.1
+done
+ADDR=$(sed -n 's#.*Serving HTTP on http://\([^/]*\)/.*#\1#p' "$WORK/serve.log" | head -1)
+[[ -n "$ADDR" ]] || { echo "burst.sh: the server never got ready" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+
+# A warm-up burst of WARMUP requests first: the first burst also grows
+# structures a server keeps (the runtimes' I/O slabs, the code's resident
+# pages), so "idle" is measured after it, as a server that has served before.
+if (( WARMUP > 0 )); then
+    "$TARGET_DIR/release/wisp-load" --requests "$WARMUP" --settle-timeout 5s \
+        "http://$ADDR/sleep?ms=200" > "$WORK/warmup.txt" || { cat "$WORK/warmup.txt" >&2; exit 1; }
+fi
+
+{
+    echo "# wisp burst: N=$N HOLD=${HOLD}ms RAMP=$RAMP, $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(git rev-parse --short HEAD)"
+    "$TARGET_DIR/release/wisp-load" --requests "$N" --pid "$SERVER" --ramp "$RAMP" \
+        --threads "$THREADS" --settle-timeout 20s \
+        --json "$OUT_DIR/burst-$N.json" "http://$ADDR/sleep?ms=$HOLD"
+} | tee "$OUT_DIR/burst-$N.txt"
