@@ -264,6 +264,25 @@ for peer in wasmtime native; do
 done
 say ""
 
+# For benches/plot.py: the medians as grouped bars (req/s in thousands, ms).
+{
+    printf '{"kind": "bars", "title": "wrk -c%s, median of %s rounds: req/s (thousands) and latency (ms)", "unit": "", ' \
+        "$CONNECTIONS" "$ROUNDS"
+    printf '"metrics": ["req/s (k)", "p50 ms", "p99 ms"], "series": {'
+    sep=""
+    for s in "${servers[@]}"; do
+        case $s in
+            wisp) label="wisp serve" ;;
+            wasmtime) label="wasmtime serve" ;;
+            native) label="native hyper" ;;
+        esac
+        printf '%s"%s": {"req/s (k)": %s, "p50 ms": %s, "p99 ms": %s}' "$sep" "$label" \
+            "$(awk -v r="${R_RPS[$s]}" 'BEGIN { printf "%.1f", r / 1000 }')" "${R_P50[$s]}" "${R_P99[$s]}"
+        sep=", "
+    done
+    printf '}}\n'
+} > "$OUT_DIR/http-load.json"
+
 # The load servers are done; stop them so the start-up runs have the machine.
 for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null || true

@@ -103,7 +103,7 @@ fn plain_loop<F: Future>(
     warmup: usize,
     iters: usize,
     mut f: impl FnMut() -> F,
-) {
+) -> (f64, f64) {
     for _ in 0..warmup {
         rt.block_on(f());
     }
@@ -124,6 +124,7 @@ fn plain_loop<F: Future>(
         us(mean),
         us(*times.last().expect("at least one iteration")),
     );
+    (us(pct(0.50)), us(pct(0.99)))
 }
 
 fn main() {
@@ -160,11 +161,46 @@ fn main() {
         (10, 100)
     };
     println!("\nper-request path, plain loop ({iters} iterations after {warmup} warm-up):");
-    plain_loop(&rt, "instantiate", warmup, iters, || instantiate(&server));
-    plain_loop(&rt, "handle", warmup, iters, || handle(&server));
-    plain_loop(&mt, "handle_multi_thread", warmup, iters, || {
-        handle(&server)
-    });
+    let rows = [
+        (
+            "instantiate",
+            plain_loop(&rt, "instantiate", warmup, iters, || instantiate(&server)),
+        ),
+        (
+            "handle",
+            plain_loop(&rt, "handle", warmup, iters, || handle(&server)),
+        ),
+        (
+            "handle (multi-thread runtime)",
+            plain_loop(&mt, "handle_multi_thread", warmup, iters, || {
+                handle(&server)
+            }),
+        ),
+    ];
+    if bench {
+        // For benches/plot.py: p50 and p99 of each path, in µs.
+        let series: Vec<String> = rows
+            .iter()
+            .map(|(name, (p50, p99))| {
+                format!("\"{name}\": {{\"p50\": {p50:.2}, \"p99\": {p99:.2}}}")
+            })
+            .collect();
+        let json = format!(
+            "{{\"kind\": \"bars\", \"title\": \"Per-request path, {iters} iterations (µs)\", \
+             \"unit\": \"µs\", \"metrics\": [\"p50\", \"p99\"], \"series\": {{{}}}}}\n",
+            series.join(", ")
+        );
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+            .join("bench");
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("instantiate.json");
+        match std::fs::write(&path, json) {
+            Ok(()) => println!("figures written to {}", path.display()),
+            Err(e) => eprintln!("could not write {}: {e}", path.display()),
+        }
+    }
     // `handle` returns once the response is complete; on the multi-thread runtime
     // the guest's task may still be dropping its store on a worker for a moment.
     let deadline = Instant::now() + Duration::from_secs(5);

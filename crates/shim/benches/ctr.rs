@@ -46,7 +46,15 @@ fn shim_binary(runtime: &str) -> String {
 
 /// Starts `n` idle containers of `image` and prints the PSS of the process
 /// trees of the shim serving them.
-fn idle_memory(c: &Containerd, label: &str, runtime: &str, n: usize, image: &str, args: &[&str]) {
+/// Starts `n` idle containers; prints and returns their PSS per container (MiB).
+fn idle_memory(
+    c: &Containerd,
+    label: &str,
+    runtime: &str,
+    n: usize,
+    image: &str,
+    args: &[&str],
+) -> f64 {
     let shim = shim_binary(runtime);
     let ids: Vec<String> = (0..n).map(|i| format!("{label}-{i}")).collect();
     for id in &ids {
@@ -67,6 +75,7 @@ fn idle_memory(c: &Containerd, label: &str, runtime: &str, n: usize, image: &str
         c.kill_and_delete(id);
         c.ok(&["containers", "rm", id]);
     }
+    total as f64 / 1024.0 / n as f64
 }
 
 fn main() {
@@ -111,9 +120,32 @@ fn main() {
     println!("  ratio wisp/runc: {:.2} (target <= 0.50)", w / r);
 
     println!("\nmemory of idle containers (shim process trees, PSS):");
-    idle_memory(&c, "wasm-http", WISP, idle, &http, &[]);
+    let http_pss = idle_memory(&c, "wasm-http", WISP, idle, &http, &[]);
     let sleep = ["/app.wasm", "sleep", "600"];
-    idle_memory(&c, "wasm-command", WISP, idle, &echo, &sleep);
+    let command_pss = idle_memory(&c, "wasm-command", WISP, idle, &echo, &sleep);
     let sleep = ["sleep", "600"];
-    idle_memory(&c, "runc-busybox", RUNC, idle, &busybox, &sleep);
+    let runc_pss = idle_memory(&c, "runc-busybox", RUNC, idle, &busybox, &sleep);
+    figures::write_bars(
+        "ctr",
+        "ctr run --rm of a hello container (median, ms) and idle container PSS (MiB)",
+        "ms / MiB",
+        &[
+            (
+                "wisp (Wasm)",
+                vec![
+                    ("ctr run --rm, ms", w),
+                    ("idle HTTP app, MiB", http_pss),
+                    ("idle command, MiB", command_pss),
+                ],
+            ),
+            (
+                "runc (busybox)",
+                vec![
+                    ("ctr run --rm, ms", r),
+                    ("idle HTTP app, MiB", runc_pss),
+                    ("idle command, MiB", runc_pss),
+                ],
+            ),
+        ],
+    );
 }

@@ -19,6 +19,9 @@
 //! CRI tier needs; 1,000 pods need about 12,000 pids and 20,000 open files
 //! for containerd.
 
+#[path = "../tests/common/figures.rs"]
+#[allow(dead_code)]
+mod figures;
 #[path = "../tests/common/host.rs"]
 mod host;
 #[path = "../tests/common/layouts.rs"]
@@ -119,6 +122,11 @@ fn main() {
         "max maps"
     );
     let only = std::env::var("WISP_BENCH_HANDLERS").unwrap_or_default();
+    let names: Vec<String> = counts
+        .iter()
+        .flat_map(|n| [format!("per pod at {n}"), format!("marginal at {n}")])
+        .collect();
+    let mut bars: Vec<(&str, Vec<f64>)> = Vec::new();
     for (handler, image) in [(WISP_NODE, &wasm), (WISP, &wasm), (RUNC, &busybox)] {
         if !only.is_empty() && !only.split(',').any(|h| h == handler) {
             continue;
@@ -131,6 +139,7 @@ fn main() {
         pods.extend(start(&cri, handler, image, 0, first / 2));
         let mut last = footprint(&cri, first / 2);
         let mut last_n = first / 2;
+        let mut values = Vec::new();
         for &n in &counts {
             pods.extend(start(&cri, handler, image, pods.len(), n));
             let took = started.elapsed().as_secs_f64();
@@ -145,11 +154,33 @@ fn main() {
                 now.fds as f64 / n as f64,
                 now.max_maps,
             );
+            values.push(mib(now.pss_kib) / n as f64);
+            values.push(mib(now.pss_kib.saturating_sub(last.pss_kib)) / (n - last_n) as f64);
             last = now;
             last_n = n;
         }
+        bars.push((handler, values));
         for pod in pods {
             cri.remove_pod(&pod.id);
         }
     }
+    let bars: Vec<(&str, Vec<(&str, f64)>)> = bars
+        .iter()
+        .map(|(h, v)| {
+            (
+                *h,
+                names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(v.iter().copied())
+                    .collect(),
+            )
+        })
+        .collect();
+    figures::write_bars(
+        "density",
+        "Idle HTTP pods: PSS of the shim process trees per pod (MiB)",
+        "MiB",
+        &bars,
+    );
 }

@@ -257,6 +257,26 @@ fn main() {
         );
         medians.push((ready, first, all));
     }
+    let bars: Vec<_> = kinds
+        .iter()
+        .zip(&medians)
+        .map(|((_, label, _), m)| {
+            (
+                *label,
+                vec![
+                    ("all pods Ready", m.0),
+                    ("first HTTP 200", m.1),
+                    ("HTTP 200 from every pod", m.2),
+                ],
+            )
+        })
+        .collect();
+    figures::write_bars(
+        "k8s",
+        &format!("kubectl apply of a {replicas}-replica Deployment, median of {rounds} (ms)"),
+        "ms",
+        &bars,
+    );
     let runc = medians[2];
     for (i, name) in ["wisp per-pod", "wisp node mode"].iter().enumerate() {
         let m = medians[i];
