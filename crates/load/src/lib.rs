@@ -115,6 +115,11 @@ pub struct BurstOptions {
     pub settle_timeout: Duration,
     /// Client worker threads (the sampler has a thread of its own).
     pub threads: usize,
+    /// Send the requests as HTTP/2 streams (h2c, prior knowledge) over this
+    /// many connections instead of one HTTP/1.1 connection per request: how a
+    /// front proxy talks to a backend, and how a process limited in open
+    /// files (on both ends) holds 100,000 requests in flight.
+    pub http2_connections: Option<usize>,
 }
 
 impl BurstOptions {
@@ -131,14 +136,20 @@ impl BurstOptions {
             request_timeout: Duration::from_secs(120),
             settle_timeout: Duration::from_secs(10),
             threads: 1,
+            http2_connections: None,
         }
+    }
+
+    /// Connections the burst opens.
+    fn connections(&self) -> usize {
+        self.http2_connections.unwrap_or(self.requests).max(1)
     }
 
     fn sources(&self) -> Vec<Ipv4Addr> {
         if !self.sources.is_empty() {
             return self.sources.clone();
         }
-        let n = self.requests.div_ceil(CONNECTIONS_PER_SOURCE).max(1);
+        let n = self.connections().div_ceil(CONNECTIONS_PER_SOURCE).max(1);
         (0..n)
             .map(|i| Ipv4Addr::new(127, 0, ((i + 1) >> 8) as u8, (i + 1) as u8))
             .collect()
@@ -275,6 +286,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// State shared by the client tasks and the sampler thread.
 struct Shared {
+    /// When the burst began (the sampler's clock until go is known).
+    start: Instant,
     go: OnceLock<Instant>,
     sent: AtomicUsize,
     done: AtomicUsize,
@@ -285,6 +298,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// ms since the burst began (before go is set, the only clock there is).
+    fn since_start(&self, at: Instant) -> f64 {
+        (at - self.start).as_secs_f64() * 1000.0
+    }
+
     fn since_go(&self, at: Instant) -> f64 {
         match self.go.get() {
             Some(go) if at >= *go => (at - *go).as_secs_f64() * 1000.0,
@@ -302,7 +320,7 @@ enum Outcome {
 
 /// Runs one burst and reports it.
 pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
-    let want = opts.requests as u64 + 1024;
+    let want = opts.connections() as u64 + 1024;
     match wisp_runtime::raise_file_limit(want) {
         Ok(have) if have >= want => {}
         Ok(have) => {
@@ -323,6 +341,7 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
         }
     }
     let shared = Arc::new(Shared {
+        start: Instant::now(),
         go: OnceLock::new(),
         sent: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
@@ -362,7 +381,10 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
         .build()
         .map_err(LoadError::Runtime)?;
     let sources = opts.sources();
-    let (outcomes, connect_ms) = rt.block_on(run_clients(opts, &sources, &shared));
+    let (outcomes, connect_ms) = match opts.http2_connections {
+        None => rt.block_on(run_clients(opts, &sources, &shared)),
+        Some(k) => rt.block_on(run_http2_clients(opts, k.max(1), &sources, &shared)),
+    };
     let go = *shared.go.get().expect("go was set");
 
     let mut ok = 0;
@@ -388,6 +410,7 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
     let first = first.unwrap_or(go);
     let last = last.unwrap_or(go);
     let first_ms = shared.since_go(first);
+    let first_on_start_clock = shared.since_start(first);
 
     // Let the sampler watch the server settle: zero instances, memory near idle.
     let settle_deadline = Instant::now() + opts.settle_timeout;
@@ -395,7 +418,7 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
         let settled = {
             let samples = shared.samples.lock().unwrap();
             samples.iter().rev().take(1).any(|s| {
-                s.t_ms > first_ms
+                s.t_ms > first_on_start_clock
                     && s.live_instances == 0
                     && match (s.rss_bytes, idle_rss) {
                         (Some(now), Some(idle)) => now as f64 <= idle as f64 * 1.1,
@@ -411,9 +434,13 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
     shared.stop.store(true, Ordering::Release);
     let _ = sampler.join();
 
-    let samples = std::mem::take(&mut *shared.samples.lock().unwrap());
+    // Sampled on the burst's own clock; from here on, ms from go.
+    let offset = shared.since_start(go);
+    let mut samples = std::mem::take(&mut *shared.samples.lock().unwrap());
+    samples.iter_mut().for_each(|s| s.t_ms -= offset);
     let last_ms = shared.since_go(last);
-    let ping_samples = std::mem::take(&mut *shared.pings.lock().unwrap());
+    let mut ping_samples = std::mem::take(&mut *shared.pings.lock().unwrap());
+    ping_samples.iter_mut().for_each(|p| p.0 -= offset);
     let pings: Vec<f64> = ping_samples
         .iter()
         .filter(|(t, _)| *t >= 0.0 && *t <= last_ms)
@@ -549,6 +576,101 @@ async fn run_clients(
     let _ = shared.go.set(Instant::now());
     let _ = go_tx.send(true);
     let mut outcomes = Vec::with_capacity(n);
+    for t in tasks {
+        outcomes.push(
+            t.await
+                .unwrap_or_else(|e| Outcome::Failed(format!("client task: {e}"), None)),
+        );
+    }
+    (outcomes, connect_ms)
+}
+
+/// The HTTP/2 burst: `k` connections, then every request a stream on one of
+/// them, all sent at go (or over the ramp).
+async fn run_http2_clients(
+    opts: &BurstOptions,
+    k: usize,
+    sources: &[Ipv4Addr],
+    shared: &Arc<Shared>,
+) -> (Vec<Outcome>, f64) {
+    use http_body_util::BodyExt;
+    let started = Instant::now();
+    let mut senders = Vec::with_capacity(k);
+    let mut failed_connects = Vec::new();
+    for i in 0..k {
+        let src = SocketAddr::new(IpAddr::V4(sources[i % sources.len()]), 0);
+        let conn = async {
+            let stream = connect(src, opts.target.addr).await?;
+            let (sender, conn) =
+                hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+                        hyper_util::rt::TokioIo::new(stream),
+                    )
+                    .await
+                    .map_err(io::Error::other)?;
+            tokio::spawn(conn);
+            Ok::<_, io::Error>(sender)
+        };
+        match conn.await {
+            Ok(s) => senders.push(s),
+            Err(e) => failed_connects.push(format!("connect: {}", io_kind(&e))),
+        }
+    }
+    let connect_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let n = opts.requests;
+    if senders.is_empty() {
+        let kind = failed_connects.first().cloned().unwrap_or_default();
+        let _ = shared.go.set(Instant::now());
+        return (
+            (0..n)
+                .map(|_| Outcome::Failed(kind.clone(), None))
+                .collect(),
+            connect_ms,
+        );
+    }
+    let go = Instant::now();
+    let _ = shared.go.set(go);
+    let uri = format!("http://{}{}", opts.target.addr, opts.target.path);
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut sender = senders[i % senders.len()].clone();
+        let shared = shared.clone();
+        let delay = if n > 1 {
+            opts.ramp.mul_f64(i as f64 / (n - 1) as f64)
+        } else {
+            Duration::ZERO
+        };
+        let deadline = go + delay + opts.request_timeout;
+        let req = hyper::Request::get(uri.as_str())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("a valid request");
+        tasks.push(tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep_until((go + delay).into()).await;
+            }
+            let res = tokio::time::timeout_at(deadline.into(), async {
+                let resp = sender.send_request(req);
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                let resp = resp.await.map_err(io::Error::other)?;
+                let status = resp.status().as_u16();
+                resp.into_body().collect().await.map_err(io::Error::other)?;
+                Ok::<_, io::Error>(status)
+            })
+            .await;
+            let at = Instant::now();
+            shared.done.fetch_add(1, Ordering::Relaxed);
+            match res {
+                Ok(Ok(200)) => Outcome::Ok(at),
+                Ok(Ok(status)) => Outcome::Failed(format!("status {status}"), Some(at)),
+                Ok(Err(e)) => Outcome::Failed(format!("request: {e}"), Some(at)),
+                Err(_) => Outcome::Failed("timeout".into(), Some(at)),
+            }
+        }));
+    }
+    let mut outcomes: Vec<Outcome> = failed_connects
+        .into_iter()
+        .map(|kind| Outcome::Failed(kind, None))
+        .collect();
     for t in tasks {
         outcomes.push(
             t.await
@@ -724,7 +846,7 @@ fn sampler(
                     .pings
                     .lock()
                     .unwrap()
-                    .push((shared.since_go(t0), latency));
+                    .push((shared.since_start(t0), latency));
                 if latency.is_none() {
                     // A broken connection: open another for the next ping.
                     match KeepAlive::open(addr, HEALTH_PATH).await {
@@ -746,7 +868,7 @@ fn sampler(
                     continue;
                 };
                 let sample = Sample {
-                    t_ms: shared.since_go(Instant::now()),
+                    t_ms: shared.since_start(Instant::now()),
                     live_instances: live,
                     executing,
                     queued,

@@ -53,6 +53,11 @@ struct Cli {
     #[arg(long, default_value_t = 1)]
     threads: usize,
 
+    /// Send the requests as HTTP/2 (h2c) streams over this many connections,
+    /// instead of one HTTP/1.1 connection each.
+    #[arg(long, value_name = "CONNECTIONS")]
+    http2: Option<usize>,
+
     /// Also write the report, with every sample, as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -83,6 +88,7 @@ fn main() -> Result<()> {
     opts.request_timeout = cli.request_timeout;
     opts.settle_timeout = cli.settle_timeout;
     opts.threads = cli.threads;
+    opts.http2_connections = cli.http2;
     let report = wisp_load::burst(&opts)?;
     println!("{report}");
     if let Some(path) = &cli.json {

@@ -26,6 +26,8 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default listen backlog: large enough that a burst of connects is queued by the
 /// kernel rather than refused (the kernel clamps it to `net.core.somaxconn`).
 pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Default concurrent streams per HTTP/2 connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 1000;
 /// Default linear-memory reservation per pooled memory slot. 4 GiB lets Cranelift
 /// elide bounds checks for 32-bit memories (the guard pages do the checking).
 pub const DEFAULT_MEMORY_RESERVATION: u64 = 4 << 30;
@@ -99,6 +101,9 @@ pub struct ServerConfig {
     pub drain_timeout: HumanDuration,
     /// Listen backlog.
     pub backlog: u32,
+    /// Requests one HTTP/2 connection may have in flight at once (h2c with
+    /// prior knowledge; HTTP/1.1 carries one at a time).
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +115,7 @@ impl Default for ServerConfig {
             queue_timeout: HumanDuration(Duration::from_secs(10)),
             drain_timeout: HumanDuration(DEFAULT_DRAIN_TIMEOUT),
             backlog: DEFAULT_BACKLOG,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -253,6 +259,11 @@ impl Config {
         if self.server.max_concurrent_requests == 0 {
             return Err(ConfigError::Invalid(
                 "max-concurrent-requests must be at least 1".into(),
+            ));
+        }
+        if self.server.max_streams_per_connection == 0 {
+            return Err(ConfigError::Invalid(
+                "max-streams-per-connection must be at least 1".into(),
             ));
         }
         if self.server.max_connections == 0 {

@@ -188,6 +188,8 @@ struct Inner {
     max_slots: usize,
     /// Requests waiting for a slot.
     queued: AtomicUsize,
+    /// Concurrent streams per HTTP/2 connection.
+    max_streams_per_connection: u32,
     live: Arc<AtomicUsize>,
     listen: SocketAddr,
     meter: Arc<Meter>,
@@ -298,6 +300,7 @@ impl HttpServer {
                 )),
                 max_slots: config.server.max_concurrent_requests as usize,
                 queued: AtomicUsize::new(0),
+                max_streams_per_connection: config.server.max_streams_per_connection,
                 live: Arc::new(AtomicUsize::new(0)),
                 listen: config.server.listen,
                 meter: Arc::default(),
@@ -697,6 +700,12 @@ impl HttpServer {
         shutdown: impl Future<Output = ()>,
     ) -> DrainReport {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder.http1().keep_alive(true);
+        builder
+            .http2()
+            .max_concurrent_streams(self.inner.max_streams_per_connection);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             // Take a connection slot before accepting: past the limit, new
@@ -729,9 +738,12 @@ impl HttpServer {
                 let server = server.clone();
                 async move { Ok::<_, Infallible>(server.handle(req, Some(remote)).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // HTTP/1.1, or HTTP/2 when the client opens with its preface (h2c
+            // with prior knowledge, as proxies and gRPC clients speak to a
+            // backend): many requests in flight on one connection.
+            let conn = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 let _permit = permit;

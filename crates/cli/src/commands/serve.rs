@@ -13,7 +13,9 @@ use crate::options::{AppOptions, parse_duration, parse_size, validate};
 
 /// Serve HTTP with a `wasi:http/proxy` component or a WAGI (CGI-style) WASI module.
 ///
-/// Each request runs in a fresh instance; none exist while idle. SIGTERM or SIGINT
+/// Each request runs in a fresh instance; none exist while idle. HTTP/1.1, and
+/// HTTP/2 without TLS for clients that open with its preface (h2c with prior
+/// knowledge). SIGTERM or SIGINT
 /// stops accepting, lets in-flight requests finish (up to --drain-timeout), then
 /// exits 0. `GET /.well-known/wisp/health` is answered by the host itself.
 #[derive(Debug, Args)]
@@ -68,6 +70,10 @@ pub struct ServeCommand {
     #[arg(long, value_name = "N")]
     backlog: Option<u32>,
 
+    /// Requests one HTTP/2 (h2c) connection may have in flight at once.
+    #[arg(long, value_name = "N")]
+    max_streams_per_connection: Option<u32>,
+
     /// The app: a wasi:http component or a WASI preview1 command module (WAGI).
     #[arg(value_name = "APP")]
     app: PathBuf,
@@ -98,6 +104,9 @@ impl ServeCommand {
         }
         if let Some(v) = self.backlog {
             config.server.backlog = v;
+        }
+        if let Some(v) = self.max_streams_per_connection {
+            config.server.max_streams_per_connection = v;
         }
         if let Some(v) = self.max_instances {
             config.engine.pooling.total_instances = v;
