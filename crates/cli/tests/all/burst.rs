@@ -58,3 +58,31 @@ fn ten_thousand_requests_in_flight_then_back_to_zero() {
         "{report}"
     );
 }
+
+#[test]
+fn http2_streams_share_two_connections() {
+    // h2c with prior knowledge: 400 requests in flight on two connections,
+    // each in an instance of its own.
+    const N: usize = 400;
+    let sb = Sandbox::new();
+    let server = Server::start(sb.cmd([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-streams-per-connection",
+        "200",
+        s(&guests::http_echo()),
+    ]));
+    let target: Target = format!("http://{}/sleep?ms=3000", server.addr)
+        .parse()
+        .unwrap();
+    let mut opts = BurstOptions::new(target, N);
+    opts.http2_connections = Some(2);
+    opts.server_pid = Some(server.pid());
+    opts.settle_timeout = Duration::from_secs(5);
+    let report = wisp_load::burst(&opts).expect("burst");
+    eprintln!("{report}");
+    assert_eq!(report.ok, N, "{report}");
+    assert_eq!(report.errors_total(), 0, "{report}");
+    assert_eq!(report.peak_live, N, "{report}");
+}
