@@ -642,7 +642,26 @@ impl HttpServer {
                 })
         };
         let main_rt = runtime()?;
-        let listener = main_rt.block_on(async { bind(listen, server.backlog) })?;
+        // A listening socket per thread in one SO_REUSEPORT group: the kernel
+        // spreads connections over the threads by their addresses. (Threads
+        // sharing one socket accepted greedily: the first one woken drained
+        // the queue, so a burst of a few long HTTP/2 connections all landed
+        // on one thread, and its streams with them.)
+        let reuseport = threads > 1;
+        // A group would also take in another process's listener on the port
+        // (of the same user): find the port with a plain socket first, so a
+        // port in use is an error as it always was.
+        let listen = if reuseport {
+            std::net::TcpListener::bind(listen)
+                .and_then(|probe| probe.local_addr())
+                .map_err(|source| ServeError::Bind {
+                    addr: listen,
+                    source,
+                })?
+        } else {
+            listen
+        };
+        let listener = main_rt.block_on(async { bind_group(listen, server.backlog, reuseport) })?;
         let addr = listener.local_addr().map_err(|source| ServeError::Bind {
             addr: listen,
             source,
@@ -654,8 +673,9 @@ impl HttpServer {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut workers = Vec::new();
         for i in 1..threads {
-            let l = std_listener
-                .try_clone()
+            let l = main_rt
+                .block_on(async { bind_group(addr, server.backlog, true) })?
+                .into_std()
                 .map_err(|source| ServeError::Bind { addr, source })?;
             let rt = runtime()?;
             let (server, conns, mut stop) = (self.clone(), conns.clone(), stop_rx.clone());
@@ -779,6 +799,12 @@ pub struct DrainReport {
 
 /// Binds a listening socket with `backlog`.
 pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServeError> {
+    bind_group(addr, backlog, false)
+}
+
+/// [`bind`], joining the SO_REUSEPORT group of `addr` when `reuseport` (this
+/// process's other listeners on it; the kernel only groups sockets of one user).
+fn bind_group(addr: SocketAddr, backlog: u32, reuseport: bool) -> Result<TcpListener, ServeError> {
     let err = |source| ServeError::Bind { addr, source };
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()
@@ -788,6 +814,9 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServeError> {
     .map_err(err)?;
     // Lets a restarted server rebind while old connections sit in TIME_WAIT.
     socket.set_reuseaddr(true).map_err(err)?;
+    if reuseport {
+        socket.set_reuseport(true).map_err(err)?;
+    }
     socket.bind(addr).map_err(err)?;
     socket.listen(backlog).map_err(err)
 }
