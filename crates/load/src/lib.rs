@@ -202,6 +202,10 @@ pub struct BurstReport {
     pub last_response_ms: f64,
     /// First response to the first sample with zero instances alive.
     pub to_zero_ms: Option<f64>,
+    /// Last response (the burst's end) to the first sample with zero
+    /// instances alive, and to memory within 10% of idle (negative: before it).
+    pub to_zero_after_last_ms: Option<f64>,
+    pub memory_settled_after_last_ms: Option<f64>,
     /// Server memory: before go, the highest, and the last sample.
     pub idle_rss: Option<u64>,
     pub peak_rss: Option<u64>,
@@ -247,16 +251,22 @@ impl std::fmt::Display for BurstReport {
         )?;
         writeln!(
             f,
-            "  back to zero instances   {} after the first response",
-            ms(self.to_zero_ms)
+            "  back to zero instances   {} after the first response, {} after the last",
+            ms(self.to_zero_ms),
+            ms(self.to_zero_after_last_ms)
         )?;
         writeln!(
             f,
-            "  server memory            idle {}, peak {}, end {}; within 10% of idle {} after the first response",
+            "  server memory            idle {}, peak {}, end {}",
             mib(self.idle_rss),
             mib(self.peak_rss),
             mib(self.final_rss),
-            ms(self.memory_settled_ms)
+        )?;
+        writeln!(
+            f,
+            "  within 10% of idle       {} after the first response, {} after the last",
+            ms(self.memory_settled_ms),
+            ms(self.memory_settled_after_last_ms)
         )?;
         writeln!(
             f,
@@ -446,6 +456,20 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
         .filter(|(t, _)| *t >= 0.0 && *t <= last_ms)
         .map(|(_, l)| l.unwrap_or(f64::NAN))
         .collect();
+    let to_zero = samples
+        .iter()
+        .find(|s| s.t_ms > first_ms && s.live_instances == 0)
+        .map(|s| s.t_ms);
+    let settled = idle_rss.and_then(|idle| {
+        samples
+            .iter()
+            .find(|s| {
+                s.t_ms > first_ms
+                    && s.live_instances == 0
+                    && s.rss_bytes.is_some_and(|r| r as f64 <= idle as f64 * 1.1)
+            })
+            .map(|s| s.t_ms)
+    });
     Ok(BurstReport {
         requests: opts.requests,
         sources: sources.len(),
@@ -463,23 +487,13 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
             .map(|s| s.t_ms),
         first_response_ms: first_ms,
         last_response_ms: last_ms,
-        to_zero_ms: samples
-            .iter()
-            .find(|s| s.t_ms > first_ms && s.live_instances == 0)
-            .map(|s| s.t_ms - first_ms),
+        to_zero_ms: to_zero.map(|t| t - first_ms),
         idle_rss,
         peak_rss: samples.iter().filter_map(|s| s.rss_bytes).max(),
         final_rss: samples.last().and_then(|s| s.rss_bytes),
-        memory_settled_ms: idle_rss.and_then(|idle| {
-            samples
-                .iter()
-                .find(|s| {
-                    s.t_ms > first_ms
-                        && s.live_instances == 0
-                        && s.rss_bytes.is_some_and(|r| r as f64 <= idle as f64 * 1.1)
-                })
-                .map(|s| s.t_ms - first_ms)
-        }),
+        memory_settled_ms: settled.map(|t| t - first_ms),
+        to_zero_after_last_ms: to_zero.map(|t| t - last_ms),
+        memory_settled_after_last_ms: settled.map(|t| t - last_ms),
         pings: ping_stats(&pings),
         samples,
         ping_samples,

@@ -209,12 +209,21 @@ impl EpochTicker {
             .name("wisp-epoch".into())
             .spawn(move || {
                 let mut next = std::time::Instant::now() + EPOCH_TICK;
+                let mut trim_again = false;
                 while !flag.load(Ordering::Acquire) {
                     if live.load(Ordering::Acquire) == 0 {
                         // Idle after a busy spell: hand the host allocations
                         // of its instances back to the kernel (see
-                        // `release_free_memory`), off every request's path.
+                        // `release_free_memory`), off every request's path;
+                        // and once more a second later, for what the spell's
+                        // connections freed as they closed.
                         if since_trim.swap(0, Ordering::Relaxed) >= TRIM_AFTER_STORES {
+                            release_free_memory();
+                            trim_again = true;
+                            std::thread::park_timeout(TRIM_AGAIN_AFTER);
+                            continue;
+                        }
+                        if std::mem::take(&mut trim_again) {
                             release_free_memory();
                         }
                         // Idle: no guest needs the epoch. `running` unparks
@@ -255,6 +264,8 @@ impl EpochTicker {
 /// of freed host state (stores, tables, buffers) in glibc's arenas, which it
 /// would otherwise keep.
 const TRIM_AFTER_STORES: usize = 1000;
+/// When the second trim of an idle spell runs.
+const TRIM_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 /// Returns the C allocator's free pages to the kernel (glibc `malloc_trim`:
 /// whole free pages anywhere in its arenas, not only at their tops).
