@@ -46,14 +46,14 @@ pub enum LoadError {
     #[error("`{0}` is not an http://HOST:PORT/PATH URL with a numeric IPv4 host")]
     Url(String),
     #[error(
-        "{want} open files are needed for {requests} connections, but the limit is {have} \
-         and raising it failed ({source}); raise `ulimit -n` or run as root"
+        "{want} open files are needed for {requests} requests' connections, but the limit \
+         can only go to {have}; raise `ulimit -n` (its hard limit) or use fewer connections \
+         (HTTP/2)"
     )]
     FileLimit {
         want: u64,
         have: u64,
         requests: usize,
-        source: io::Error,
     },
     #[error("the load endpoint {addr}{STATS_PATH} did not answer: {source}")]
     Stats { addr: SocketAddr, source: io::Error },
@@ -313,12 +313,10 @@ impl Shared {
         (at - self.start).as_secs_f64() * 1000.0
     }
 
+    /// ms from go; called only once go is set.
     fn since_go(&self, at: Instant) -> f64 {
-        match self.go.get() {
-            Some(go) if at >= *go => (at - *go).as_secs_f64() * 1000.0,
-            Some(go) => -((*go - at).as_secs_f64() * 1000.0),
-            None => f64::NEG_INFINITY,
-        }
+        let go = *self.go.get().expect("go is set");
+        self.since_start(at) - self.since_start(go)
     }
 }
 
@@ -328,27 +326,37 @@ enum Outcome {
     Failed(String, Option<Instant>),
 }
 
+impl Outcome {
+    /// A request that got `res` (its status, or why not) by its deadline, at `at`.
+    fn of(res: Result<io::Result<u16>, tokio::time::error::Elapsed>, at: Instant) -> Self {
+        match res {
+            Ok(Ok(200)) => Self::Ok(at),
+            Ok(Ok(status)) => Self::Failed(format!("status {status}"), Some(at)),
+            Ok(Err(e)) => Self::Failed(format!("request: {}", io_kind(&e)), Some(at)),
+            Err(_) => Self::Failed("timeout".into(), Some(at)),
+        }
+    }
+}
+
+/// When request `i` of `n` starts, after go, spread evenly over `ramp`.
+fn ramp_delay(ramp: Duration, i: usize, n: usize) -> Duration {
+    if n > 1 {
+        ramp.mul_f64(i as f64 / (n - 1) as f64)
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// Runs one burst and reports it.
 pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
     let want = opts.connections() as u64 + 1024;
-    match wisp_runtime::raise_file_limit(want) {
-        Ok(have) if have >= want => {}
-        Ok(have) => {
-            return Err(LoadError::FileLimit {
-                want,
-                have,
-                requests: opts.requests,
-                source: io::Error::from(io::ErrorKind::PermissionDenied),
-            });
-        }
-        Err(source) => {
-            return Err(LoadError::FileLimit {
-                want,
-                have: 0,
-                requests: opts.requests,
-                source,
-            });
-        }
+    let have = wisp_runtime::raise_file_limit(want).unwrap_or(0);
+    if have < want {
+        return Err(LoadError::FileLimit {
+            want,
+            have,
+            requests: opts.requests,
+        });
     }
     let shared = Arc::new(Shared {
         start: Instant::now(),
@@ -544,11 +552,7 @@ async fn run_clients(
         let (slots, connected, mut go_rx) =
             (connect_slots.clone(), connected.clone(), go_rx.clone());
         let (shared, request) = (shared.clone(), request.clone());
-        let delay = if n > 1 {
-            opts.ramp.mul_f64(i as f64 / (n - 1) as f64)
-        } else {
-            Duration::ZERO
-        };
+        let delay = ramp_delay(opts.ramp, i, n);
         let timeout = opts.request_timeout;
         tasks.push(tokio::spawn(async move {
             let stream = {
@@ -573,14 +577,8 @@ async fn run_clients(
                 read_status_to_eof(&mut stream).await
             })
             .await;
-            let at = Instant::now();
             shared.done.fetch_add(1, Ordering::Relaxed);
-            match res {
-                Ok(Ok(200)) => Outcome::Ok(at),
-                Ok(Ok(status)) => Outcome::Failed(format!("status {status}"), Some(at)),
-                Ok(Err(e)) => Outcome::Failed(format!("request: {}", io_kind(&e)), Some(at)),
-                Err(_) => Outcome::Failed("timeout".into(), Some(at)),
-            }
+            Outcome::of(res, Instant::now())
         }));
     }
     while connected.load(Ordering::Acquire) < n {
@@ -649,11 +647,7 @@ async fn run_http2_clients(
     for i in 0..n {
         let mut sender = senders[i % senders.len()].clone();
         let shared = shared.clone();
-        let delay = if n > 1 {
-            opts.ramp.mul_f64(i as f64 / (n - 1) as f64)
-        } else {
-            Duration::ZERO
-        };
+        let delay = ramp_delay(opts.ramp, i, n);
         let deadline = go + delay + opts.request_timeout;
         let req = hyper::Request::get(uri.as_str())
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -671,14 +665,8 @@ async fn run_http2_clients(
                 Ok::<_, io::Error>(status)
             })
             .await;
-            let at = Instant::now();
             shared.done.fetch_add(1, Ordering::Relaxed);
-            match res {
-                Ok(Ok(200)) => Outcome::Ok(at),
-                Ok(Ok(status)) => Outcome::Failed(format!("status {status}"), Some(at)),
-                Ok(Err(e)) => Outcome::Failed(format!("request: {e}"), Some(at)),
-                Err(_) => Outcome::Failed("timeout".into(), Some(at)),
-            }
+            Outcome::of(res, Instant::now())
         }));
     }
     let mut outcomes: Vec<Outcome> = failed_connects

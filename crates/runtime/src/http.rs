@@ -343,16 +343,7 @@ impl HttpServer {
             self.executing(),
             self.queued()
         );
-        let mut resp = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|n: Infallible| match n {})
-                .boxed_unsync(),
-        );
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        resp
+        respond(StatusCode::OK, "application/json", Bytes::from(body))
     }
 
     /// Creates one instance exactly as a request would (fresh store, pooled slot,
@@ -831,15 +822,24 @@ fn guest_failure(e: &wasmtime::Error) -> Response<ResponseBody> {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+/// A whole response the host answers itself.
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
     let mut resp = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
+        Full::new(body)
             .map_err(|n: Infallible| match n {})
             .boxed_unsync(),
     );
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static(content_type),
     );
     resp
 }

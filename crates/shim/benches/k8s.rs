@@ -52,41 +52,6 @@ struct Start {
     delete: f64,
 }
 
-fn deployment(name: &str, handler: &str, image: &str, replicas: usize) -> String {
-    let (class, command) = if handler == RUNC {
-        (
-            String::new(),
-            "        command: [/bin/httpd, -f, -p, \"8080\", -h, /www]\n",
-        )
-    } else {
-        (format!("      runtimeClassName: {handler}\n"), "")
-    };
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-{class}      terminationGracePeriodSeconds: 5
-      containers:
-      - name: web
-        image: {image}
-        imagePullPolicy: Never
-        env: [{{name: PORT, value: "8080"}}]
-{command}        readinessProbe:
-          httpGet: {{path: /, port: 8080}}
-          periodSeconds: 1
-"#
-    )
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -147,7 +112,7 @@ fn start_deployment(
     std::thread::sleep(Duration::from_millis(300));
 
     let t0 = Instant::now();
-    k.apply(&deployment(&name, handler, image, replicas));
+    k.apply(&cluster::deployment(&name, handler, image, replicas));
     let (ok_tx, ok_rx) = mpsc::channel();
     let mut probing = HashMap::new();
     let mut ready = HashMap::new();

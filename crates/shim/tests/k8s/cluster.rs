@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Cri;
+use crate::support::{Cri, RUNC};
 
 /// The node's name (the hostname resolves to 127.0.0.1 here; kubelet is told).
 pub const NODE: &str = "wisp-node-0";
@@ -578,6 +578,44 @@ impl Drop for Cluster {
             .output();
         // Then the Cri's own teardown (pods, containerd, cgroups, bridge).
     }
+}
+
+/// A Deployment of `replicas` HTTP pods answering on 8080 with an httpGet
+/// readiness probe, as a user would write it: a Wasm app under the RuntimeClass
+/// `handler`, or for `RUNC` (the cluster's default handler) busybox httpd.
+pub fn deployment(name: &str, handler: &str, image: &str, replicas: usize) -> String {
+    let (class, command) = if handler == RUNC {
+        (
+            String::new(),
+            "        command: [/bin/httpd, -f, -p, \"8080\", -h, /www]\n",
+        )
+    } else {
+        (format!("      runtimeClassName: {handler}\n"), "")
+    };
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+{class}      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: Never
+        env: [{{name: PORT, value: "8080"}}]
+{command}        readinessProbe:
+          httpGet: {{path: /, port: 8080}}
+          periodSeconds: 1
+"#
+    )
 }
 
 fn tail(s: &str) -> String {

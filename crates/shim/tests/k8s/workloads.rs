@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use wisp_test_guests as guests;
 
-use crate::cluster::Cluster;
+use crate::cluster::{self, Cluster};
 use crate::support::{WISP, WISP_NODE, http_get};
 
 #[test]
@@ -16,34 +16,6 @@ fn workloads_through_kubectl_in_per_pod_mode() {
 #[test]
 fn workloads_through_kubectl_in_node_mode() {
     workloads(WISP_NODE);
-}
-
-fn deployment(name: &str, handler: &str, image: &str, replicas: u32) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      runtimeClassName: {handler}
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: {image}
-        imagePullPolicy: Never
-        env: [{{name: PORT, value: "8080"}}]
-        readinessProbe:
-          httpGet: {{path: /, port: 8080}}
-          periodSeconds: 1
-"#
-    )
 }
 
 fn workloads(handler: &str) {
@@ -62,7 +34,7 @@ fn workloads(handler: &str) {
     let echo = k.cri.import_wasm_app("echo-cmd", &guests::echo(), &[]);
 
     // A Deployment becomes Available, serves on its pod IPs, scales 1 -> 5 -> 1.
-    k.apply(&deployment("web", handler, &app, 1));
+    k.apply(&cluster::deployment("web", handler, &app, 1));
     k.wait_condition("deployment/web", "Available", 120);
     let ips = k.pod_ips("app=web");
     assert_eq!(ips.len(), 1);
