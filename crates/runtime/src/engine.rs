@@ -4,12 +4,14 @@
 //! are shared. Epoch interruption is always on: a background thread advances the
 //! epoch every [`EPOCH_TICK`], which lets running guests yield to the executor and
 //! lets deadlines stop guests that never call the host. It ticks only while some
-//! store of the engine is alive ([`Engine::running`]): an idle app costs no
-//! wake-ups, which matters when a node holds a thousand idle pods.
+//! store of the engine is alive ([`Engine::running`]) and for a short linger after
+//! the last one ends: an idle app costs no wake-ups, which matters when a node
+//! holds a thousand idle pods, and an app serving requests one after another
+//! costs no wake-up per request.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -125,7 +127,13 @@ impl Engine {
     pub fn running(&self) -> Running {
         let t = &self.ticker;
         t.started.fetch_add(1, Ordering::Relaxed);
-        if t.active.fetch_add(1, Ordering::AcqRel) == 0
+        t.active.fetch_add(1, Ordering::SeqCst);
+        // Only a parked ticker needs waking: one that is still ticking through
+        // its linger sees `active` on its next tick. Waking it on every 0 -> 1
+        // (every request of an app serving one at a time) cost two context
+        // switches per request.
+        if t.parked.load(Ordering::SeqCst)
+            && t.parked.swap(false, Ordering::SeqCst)
             && let Some(thread) = &t.thread
         {
             thread.thread().unpark();
@@ -182,7 +190,7 @@ impl std::fmt::Debug for Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.ticker.active.fetch_sub(1, Ordering::AcqRel);
+        self.ticker.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -190,10 +198,15 @@ impl Drop for Running {
 /// until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
-    /// Live stores; at zero the thread parks until [`Engine::running`].
+    /// Live stores; at zero for [`EPOCH_LINGER`] the thread parks until
+    /// [`Engine::running`].
     active: Arc<AtomicUsize>,
+    /// Set by the thread just before it parks for want of stores.
+    parked: Arc<AtomicBool>,
     /// Stores started since the allocator last returned free memory.
     started: Arc<AtomicUsize>,
+    /// Epochs advanced so far.
+    ticks: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -202,36 +215,80 @@ impl EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let active = Arc::new(AtomicUsize::new(0));
         let started = Arc::new(AtomicUsize::new(0));
+        let parked = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticked = ticks.clone();
+        let tick = move || {
+            engine.increment_epoch();
+            ticked.fetch_add(1, Ordering::Relaxed);
+        };
         let flag = stop.clone();
+        let asleep = parked.clone();
         let live = active.clone();
         let since_trim = started.clone();
         let thread = std::thread::Builder::new()
             .name("wisp-epoch".into())
             .spawn(move || {
+                // Parks until `running` unparks (or `timeout` passes). It
+                // unparks once it sees `parked`, and an unpark before the
+                // park makes it return at once; a store that came after the
+                // caller's check but before `parked` was set is seen by the
+                // check here.
+                let park_while_idle = |timeout: Option<Duration>| {
+                    asleep.store(true, Ordering::SeqCst);
+                    if live.load(Ordering::SeqCst) == 0 && !flag.load(Ordering::Acquire) {
+                        match timeout {
+                            Some(t) => std::thread::park_timeout(t),
+                            None => std::thread::park(),
+                        }
+                    }
+                    asleep.store(false, Ordering::SeqCst);
+                };
                 let mut next = std::time::Instant::now() + EPOCH_TICK;
-                let mut trim_again = false;
+                // When the second trim of an idle spell is due.
+                let mut trim_again_at: Option<std::time::Instant> = None;
+                // When the last store ended (None while any is alive).
+                let mut idle_since: Option<std::time::Instant> = None;
                 while !flag.load(Ordering::Acquire) {
-                    if live.load(Ordering::Acquire) == 0 {
+                    if live.load(Ordering::SeqCst) == 0 {
+                        let now = std::time::Instant::now();
+                        let since = *idle_since.get_or_insert(now);
                         // Idle after a busy spell: hand the host allocations
                         // of its instances back to the kernel (see
                         // `release_free_memory`), off every request's path;
                         // and once more a second later, for what the spell's
                         // connections freed as they closed.
-                        if since_trim.swap(0, Ordering::Relaxed) >= TRIM_AFTER_STORES {
+                        if since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_STORES {
+                            since_trim.store(0, Ordering::Relaxed);
                             release_free_memory();
-                            trim_again = true;
-                            std::thread::park_timeout(TRIM_AGAIN_AFTER);
+                            trim_again_at = Some(now + TRIM_AGAIN_AFTER);
+                        }
+                        if trim_again_at.is_some_and(|at| now >= at) {
+                            trim_again_at = None;
+                            release_free_memory();
+                        }
+                        if now.duration_since(since) < EPOCH_LINGER {
+                            // Between requests: keep ticking a little, so
+                            // that the next store needs no wake-up.
+                            if now < next {
+                                std::thread::park_timeout(next - now);
+                            } else {
+                                tick();
+                                next = now + EPOCH_TICK;
+                            }
                             continue;
                         }
-                        if std::mem::take(&mut trim_again) {
-                            release_free_memory();
+                        // Idle: no guest needs the epoch.
+                        let seen = since_trim.load(Ordering::Relaxed);
+                        park_while_idle(trim_again_at.map(|at| at.saturating_duration_since(now)));
+                        if since_trim.load(Ordering::Relaxed) != seen {
+                            // Woken by a store: linger again once it ends.
+                            idle_since = None;
                         }
-                        // Idle: no guest needs the epoch. `running` unparks
-                        // (an unpark before this park makes it return at once).
-                        std::thread::park();
                         next = std::time::Instant::now() + EPOCH_TICK;
                         continue;
                     }
+                    idle_since = None;
                     // Parked rather than asleep, so that dropping the engine
                     // wakes the thread at once: a command's process exits
                     // right after, and a sleep would hold it up to a tick.
@@ -240,7 +297,7 @@ impl EpochTicker {
                         std::thread::park_timeout(next - now);
                         continue;
                     }
-                    engine.increment_epoch();
+                    tick();
                     next += EPOCH_TICK;
                     if next < now {
                         // Fell behind (a stopped VM, a loaded machine):
@@ -253,11 +310,18 @@ impl EpochTicker {
         Self {
             stop,
             active,
+            parked,
             started,
+            ticks,
             thread: Some(thread),
         }
     }
 }
+
+/// How long the ticker keeps ticking after the last store ends before it
+/// parks: an app serving requests one after another keeps it awake (no
+/// wake-up per request), an idle one costs nothing after this.
+const EPOCH_LINGER: Duration = Duration::from_millis(250);
 
 /// Stores started in a busy spell after which going idle returns the
 /// allocator's free memory: a burst of 100,000 requests leaves hundreds of MiB
@@ -285,5 +349,46 @@ impl Drop for EpochTicker {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(e: &Engine) -> u64 {
+        e.ticker.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to 2 s for the ticker to advance past `from`.
+    fn ticks_past(e: &Engine, from: u64) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if ticks(e) > from {
+                return true;
+            }
+            std::thread::sleep(EPOCH_TICK);
+        }
+        false
+    }
+
+    #[test]
+    fn ticker_ticks_while_stores_live_lingers_then_parks_and_wakes() {
+        let e = Engine::new(&EngineSettings::for_run(&Config::default())).unwrap();
+        let running = e.running();
+        let t0 = ticks(&e);
+        assert!(ticks_past(&e, t0), "no tick while a store is alive");
+        drop(running);
+        // Still ticking in the linger: the next store finds it awake.
+        let t1 = ticks(&e);
+        assert!(ticks_past(&e, t1), "no tick right after the last store");
+        // Then parked: no tick at all.
+        std::thread::sleep(EPOCH_LINGER + Duration::from_millis(200));
+        let idle = ticks(&e);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(ticks(&e), idle, "ticking while idle past the linger");
+        // And woken by the next store.
+        let _running = e.running();
+        assert!(ticks_past(&e, idle), "a new store did not wake the ticker");
     }
 }

@@ -192,7 +192,9 @@ struct Inner {
     max_streams_per_connection: u32,
     live: Arc<AtomicUsize>,
     listen: SocketAddr,
-    meter: Arc<Meter>,
+    /// Usage of the instances, counted only for a hosted app (see
+    /// [`HttpServer::hosted`]): its CPU clock costs a system call per poll.
+    meter: Option<Arc<Meter>>,
     output: GuestOutput,
 }
 
@@ -245,15 +247,28 @@ impl std::fmt::Debug for HttpServer {
 impl HttpServer {
     /// Links and pre-instantiates `app` once; every request reuses the result.
     pub fn new(engine: &Engine, app: &App, config: &Config) -> Result<Self, ServeError> {
-        Self::with_output(engine, app, config, GuestOutput::default())
+        Self::build(engine, app, config, GuestOutput::default(), None)
     }
 
-    /// [`Self::new`], with the guests' stdout and stderr going to `output`.
-    pub fn with_output(
+    /// [`Self::new`] for one of many apps in a process (the shim's node
+    /// mode): the guests' stdout and stderr go to `output`, and their memory
+    /// and CPU time are counted in [`Self::usage`], since the process has no
+    /// cgroup per app to read them from.
+    pub fn hosted(
         engine: &Engine,
         app: &App,
         config: &Config,
         output: GuestOutput,
+    ) -> Result<Self, ServeError> {
+        Self::build(engine, app, config, output, Some(Arc::default()))
+    }
+
+    fn build(
+        engine: &Engine,
+        app: &App,
+        config: &Config,
+        output: GuestOutput,
+        meter: Option<Arc<Meter>>,
     ) -> Result<Self, ServeError> {
         let wt = engine.wasmtime();
         let prepare = |source| ServeError::Prepare {
@@ -303,7 +318,7 @@ impl HttpServer {
                 max_streams_per_connection: config.server.max_streams_per_connection,
                 live: Arc::new(AtomicUsize::new(0)),
                 listen: config.server.listen,
-                meter: Arc::default(),
+                meter,
                 output,
             }),
         })
@@ -316,9 +331,14 @@ impl HttpServer {
         self.inner.max_memory.store(max, Ordering::Relaxed);
     }
 
-    /// Memory and CPU time of this app's instances.
+    /// Memory and CPU time of this app's instances: all zero unless built
+    /// with [`Self::hosted`].
     pub fn usage(&self) -> Usage {
-        self.inner.meter.usage()
+        self.inner
+            .meter
+            .as_ref()
+            .map(|m| m.usage())
+            .unwrap_or_default()
     }
 
     /// Instances alive right now (zero when idle).
@@ -439,7 +459,7 @@ impl HttpServer {
         if max != usize::MAX {
             b = b.memory_size(max);
         }
-        MeteredLimits::new(b.build(), Some(&self.inner.meter))
+        MeteredLimits::new(b.build(), self.inner.meter.as_ref())
     }
 
     fn new_store<T: HasLimits + Send + 'static>(&self, data: T) -> Store<T> {
@@ -497,7 +517,7 @@ impl HttpServer {
                 };
                 with_deadline(timeout, run).await
             },
-            Some(meter),
+            meter,
         ));
         match rx.await {
             Ok(Ok(resp)) => resp,
@@ -567,7 +587,7 @@ impl HttpServer {
         };
         let result = CpuTimed::new(
             with_deadline(self.inner.timeout, run),
-            Some(self.inner.meter.clone()),
+            self.inner.meter.clone(),
         )
         .await;
         drop(store);

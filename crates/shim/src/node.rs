@@ -154,14 +154,13 @@ impl NodeHost {
             }));
         }
         let config = crate::child::serve_config(plan);
-        let server =
-            HttpServer::with_output(engine, &app, &config, GuestOutput::files(stdout, stderr))
-                .map_err(|e| {
-                    io::Error::other(format!(
-                        "`{module}` cannot be served: {}",
-                        wisp_runtime::error_chain(&e)
-                    ))
-                })?;
+        let server = HttpServer::hosted(engine, &app, &config, GuestOutput::files(stdout, stderr))
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "`{module}` cannot be served: {}",
+                    wisp_runtime::error_chain(&e)
+                ))
+            })?;
         let rt = current_thread()?;
         rt.block_on(server.instantiate_once())
             .map_err(|e| io::Error::other(format!("failed to instantiate `{module}`: {e:#}")))?;

@@ -303,7 +303,7 @@ async fn output_goes_to_the_given_files_and_usage_is_metered() {
         Some(std::fs::File::create(&out).unwrap()),
         Some(std::fs::File::create(&err).unwrap()),
     );
-    let s = HttpServer::with_output(&e, &app, &Config::default(), output).expect("server");
+    let s = HttpServer::hosted(&e, &app, &Config::default(), output).expect("server");
     assert_eq!(s.usage(), Default::default());
     for tag in ["a", "b"] {
         assert_eq!(
