@@ -25,7 +25,9 @@
 # for the run and restores it on exit; otherwise it says what to set.
 #
 # Environment: N (default 100000), HOLD (ms each request holds its instance,
-# default 5000), RAMP (e.g. 500ms; default 0s, all at once), THREADS (client
+# default 20000: instances start in arrival order, so for all N to be alive
+# at once the first must still hold when the last starts, about 10 s at
+# 100,000 here), RAMP (e.g. 500ms; default 0s, all at once), THREADS (client
 # threads, default 1), WARMUP (requests of a warm-up burst before, default
 # 1000; 0 for none), SKIP_BUILD=1 to use the binaries already built.
 set -euo pipefail
@@ -34,7 +36,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 N=${N:-100000}
-HOLD=${HOLD:-5000}
+HOLD=${HOLD:-20000}
 RAMP=${RAMP:-0s}
 THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-1000}

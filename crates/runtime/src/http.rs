@@ -40,11 +40,27 @@ use crate::app::{App, AppShape, Code};
 use crate::command::{HasLimits, new_store, with_deadline};
 use crate::config::{Config, ServerConfig};
 use crate::engine::Engine;
+use crate::lane;
 use crate::meter::{CpuTimed, Meter, MeteredLimits, Usage};
 use crate::wasi::{Grants, OutboundPolicy};
 
 /// The body type of every response.
 pub type ResponseBody = HyperOutgoingBody;
+
+/// Where a proxy guest sends its response head.
+type ResponseTx = tokio::sync::oneshot::Sender<
+    Result<Response<ResponseBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>,
+>;
+
+/// How a proxy instance ended, for a request whose response it never set.
+enum ProxyEnd {
+    /// Its handler returned.
+    Returned,
+    /// It trapped, failed or ran past its deadline.
+    Failed(wasmtime::Error),
+    /// It was never started: the host answers this instead.
+    Refused(Response<ResponseBody>),
+}
 
 /// Path answered by the host itself, without an instance, even under full load.
 pub const HEALTH_PATH: &str = "/.well-known/wisp/health";
@@ -476,14 +492,64 @@ impl HttpServer {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The guest runs in its own task, started through the thread's lane
+        // (see `lane`): it may keep streaming the body after it has handed
+        // over the response head. The permit and the store live as long as
+        // the guest does.
+        let (server, pre) = (self.clone(), pre.clone());
+        let guest = lane::spawn_guest(CpuTimed::new(
+            async move {
+                let _permit = permit;
+                server.run_proxy(pre, req, tx).await
+            },
+            self.inner.meter.clone(),
+        ));
+        match rx.await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(code)) => {
+                tracing::warn!(error = ?code, "guest answered with an error code");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+            }
+            // The guest dropped the response outparam without setting it: it
+            // returned early or failed, or never started. Its end says which.
+            Err(_) => match guest.await {
+                Ok(ProxyEnd::Returned) => {
+                    tracing::error!("guest returned without setting a response");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+                }
+                Ok(ProxyEnd::Failed(e)) => guest_failure(&e),
+                Ok(ProxyEnd::Refused(resp)) => resp,
+                Err(e) => {
+                    tracing::error!(error = %e, "guest task failed");
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+                }
+            },
+        }
+    }
+
+    /// One instance of a proxy component, from its store to the end of the
+    /// guest's handler; the response head goes out through `tx`.
+    async fn run_proxy<B>(
+        self,
+        pre: ProxyPre<ProxyState>,
+        req: Request<B>,
+        tx: ResponseTx,
+    ) -> ProxyEnd
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         let mut builder = WasiCtxBuilder::new();
         self.inner.output.apply(&mut builder);
         if let Err(e) = self.inner.grants.apply(&mut builder) {
             tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
+            return ProxyEnd::Refused(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error\n",
+            ));
         }
         let mut store = self.new_store(self.proxy_state(builder));
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let resources = store
             .data_mut()
             .http()
@@ -496,48 +562,19 @@ impl HttpServer {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "bad request");
-                return text(StatusCode::BAD_REQUEST, "bad request\n");
+                return ProxyEnd::Refused(text(StatusCode::BAD_REQUEST, "bad request\n"));
             }
         };
-        let pre = pre.clone();
-        let timeout = self.inner.timeout;
-        // The guest runs in its own task: it may keep streaming the body after it
-        // has handed over the response head. The permit and the store live as long
-        // as the guest does.
-        let meter = self.inner.meter.clone();
-        let task = tokio::spawn(CpuTimed::new(
-            async move {
-                let _permit = permit;
-                let run = async {
-                    let proxy = pre.instantiate_async(&mut store).await?;
-                    proxy
-                        .wasi_http_incoming_handler()
-                        .call_handle(&mut store, req, out)
-                        .await
-                };
-                with_deadline(timeout, run).await
-            },
-            meter,
-        ));
-        match rx.await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(code)) => {
-                tracing::warn!(error = ?code, "guest answered with an error code");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-            }
-            // The guest dropped the response outparam without setting it: it
-            // returned early or failed. The task's result says which.
-            Err(_) => match task.await {
-                Ok(Ok(())) => {
-                    tracing::error!("guest returned without setting a response");
-                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-                }
-                Ok(Err(e)) => guest_failure(&e),
-                Err(join) => {
-                    tracing::error!(error = %join, "guest task failed");
-                    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-                }
-            },
+        let run = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        };
+        match with_deadline(self.inner.timeout, run).await {
+            Ok(()) => ProxyEnd::Returned,
+            Err(e) => ProxyEnd::Failed(e),
         }
     }
 
@@ -552,7 +589,6 @@ impl HttpServer {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let _permit = permit;
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_WAGI_BODY).collect().await {
             Ok(b) => b.to_bytes(),
@@ -567,6 +603,41 @@ impl HttpServer {
                 };
             }
         };
+        // Run through the thread's lane (see `lane`), like a proxy instance.
+        let (server, pre) = (self.clone(), pre.clone());
+        let guest = lane::spawn_guest(CpuTimed::new(
+            async move {
+                let _permit = permit;
+                server.run_wagi(pre, parts, body, remote).await
+            },
+            self.inner.meter.clone(),
+        ));
+        let stdout = match guest.await {
+            Ok(Ok(stdout)) => stdout,
+            Ok(Err(resp)) => return resp,
+            Err(e) => {
+                tracing::error!(error = %e, "guest task failed");
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
+            }
+        };
+        match parse_cgi(&stdout) {
+            Ok(resp) => resp.map(|b| b.map_err(|n: Infallible| match n {}).boxed_unsync()),
+            Err(e) => {
+                tracing::error!(error = %e, "WAGI module wrote an invalid CGI response");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
+            }
+        }
+    }
+
+    /// One instance of a WAGI module, from its store to its exit: its
+    /// standard output, or the response to give instead.
+    async fn run_wagi(
+        self,
+        pre: wasmtime::InstancePre<WagiState>,
+        parts: http::request::Parts,
+        body: Bytes,
+        remote: Option<SocketAddr>,
+    ) -> Result<Bytes, Response<ResponseBody>> {
         let stdout = MemoryOutputPipe::new(MAX_WAGI_OUTPUT);
         let mut builder = WasiCtxBuilder::new();
         builder
@@ -577,7 +648,10 @@ impl HttpServer {
         self.inner.output.apply_stderr(&mut builder);
         if let Err(e) = self.inner.grants.apply(&mut builder) {
             tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
+            return Err(text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal server error\n",
+            ));
         }
         let mut store = self.new_store(self.wagi_state(builder));
         let run = async {
@@ -585,11 +659,7 @@ impl HttpServer {
             let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
             start.call_async(&mut store, ()).await
         };
-        let result = CpuTimed::new(
-            with_deadline(self.inner.timeout, run),
-            self.inner.meter.clone(),
-        )
-        .await;
+        let result = with_deadline(self.inner.timeout, run).await;
         drop(store);
         match result {
             Ok(()) => {}
@@ -597,18 +667,15 @@ impl HttpServer {
                 Some(I32Exit(0)) => {}
                 Some(I32Exit(code)) => {
                     tracing::error!(code, "WAGI module exited with a failure status");
-                    return text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
+                    return Err(text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal server error\n",
+                    ));
                 }
-                None => return guest_failure(&e),
+                None => return Err(guest_failure(&e)),
             },
         }
-        match parse_cgi(&stdout.contents()) {
-            Ok(resp) => resp.map(|b| b.map_err(|n: Infallible| match n {}).boxed_unsync()),
-            Err(e) => {
-                tracing::error!(error = %e, "WAGI module wrote an invalid CGI response");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-            }
-        }
+        Ok(stdout.contents())
     }
 
     /// Serves connections from `listener` until `shutdown` resolves, then stops
@@ -730,6 +797,9 @@ impl HttpServer {
         drain: Duration,
         shutdown: impl Future<Output = ()>,
     ) -> DrainReport {
+        // On a current-thread runtime, instances start behind the thread's
+        // other work (see `lane`); it outlives the drain below.
+        let _lane = lane::Lane::install();
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());

@@ -16,6 +16,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod lane;
 pub mod meter;
 pub mod wasi;
 
