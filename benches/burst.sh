@@ -100,7 +100,7 @@ fi
     --max-streams-per-connection "$STREAMS" \
     --max-concurrent-requests "$N" \
     --queue-timeout 30s \
-    --memory-reservation 16MiB --memory-guard 0 --keep-resident 0 \
+    --memory-reservation 16MiB --memory-guard 0 --keep-resident 0 --memory-init copy \
     --backlog 65535 \
     --cache-dir "$WORK/cache" \
     "$APP" 2> "$WORK/serve.log" &

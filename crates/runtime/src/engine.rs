@@ -17,7 +17,7 @@ use std::time::Duration;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::cache::CodeCache;
-use crate::config::{Config, PoolingConfig};
+use crate::config::{Config, MemoryInit, PoolingConfig};
 
 /// How often the epoch advances: the granularity of deadlines and of the
 /// cooperative yields of long-running guests.
@@ -107,6 +107,7 @@ impl Engine {
             // burst) they are decommitted like the memories.
             cfg.async_stack_zeroing(p.keep_resident.0 == 0);
             cfg.memory_guard_size(p.memory_guard.0);
+            cfg.memory_init_cow(p.memory_init == MemoryInit::Cow);
         }
         let inner = wasmtime::Engine::new(&cfg).map_err(EngineError::Config)?;
         let ticker = EpochTicker::start(inner.clone());

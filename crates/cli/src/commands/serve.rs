@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use wisp_runtime::config::{ByteSize, HumanDuration};
+use wisp_runtime::config::{ByteSize, HumanDuration, MemoryInit};
 use wisp_runtime::http::HttpServer;
 use wisp_runtime::{App, Engine, EngineSettings};
 
@@ -66,6 +66,12 @@ pub struct ServeCommand {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_resident: Option<ByteSize>,
 
+    /// How a new instance's memory gets the module's data: `cow` maps the
+    /// image copy-on-write (any image size), `copy` copies it (faster for
+    /// small images on fresh slots, as in a burst).
+    #[arg(long, value_name = "cow|copy")]
+    memory_init: Option<MemoryInit>,
+
     /// Listen backlog.
     #[arg(long, value_name = "N")]
     backlog: Option<u32>,
@@ -119,6 +125,9 @@ impl ServeCommand {
         }
         if let Some(v) = self.keep_resident {
             config.engine.pooling.keep_resident = v;
+        }
+        if let Some(v) = self.memory_init {
+            config.engine.pooling.memory_init = v;
         }
         validate(&config, self.options.config.as_ref())?;
         // Every connection is a file; so is each pool's backing. Go and nginx

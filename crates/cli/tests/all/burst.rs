@@ -29,6 +29,8 @@ fn ten_thousand_requests_in_flight_then_back_to_zero() {
         "0",
         "--keep-resident",
         "0",
+        "--memory-init",
+        "copy",
         s(&guests::http_echo()),
     ]));
     // Long enough a hold that every instance is alive at once even on a slow,

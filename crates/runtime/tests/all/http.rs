@@ -63,6 +63,28 @@ async fn proxy_hello_and_zero_instances_when_idle() {
     assert_eq!(s.live_instances(), 0);
 }
 
+/// With `memory-init = copy` the data segments are copied, not mapped: the
+/// guest still finds its static data (the body below lives in it), in every
+/// instance, fresh slot or reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_init_copy_gives_each_instance_its_data() {
+    let mut config = Config::default();
+    config.engine.pooling.memory_init = wisp_runtime::config::MemoryInit::Copy;
+    config.engine.pooling.total_instances = 8;
+    config.engine.cache_dir = None;
+    let e = wisp_runtime::Engine::new(&wisp_runtime::EngineSettings::for_serve(&config))
+        .expect("engine");
+    let s = HttpServer::new(&e, &load(&e, &guests::http_hello()), &config).expect("server");
+    let mut gets = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        gets.spawn(async move { get(&s, "/").await });
+    }
+    for r in gets.join_all().await {
+        assert_eq!(r, (StatusCode::OK, "hello from wisp\n".into()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_echo_sees_method_path_headers_body() {
     let s = server(&guests::http_echo(), &Config::default());
