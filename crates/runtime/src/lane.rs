@@ -82,11 +82,6 @@ impl Lane {
         })
     }
 
-    /// Jobs waiting for their first poll.
-    pub fn pending(&self) -> usize {
-        self.jobs.lock().expect("lane lock").len()
-    }
-
     fn push(&self, job: Job) {
         self.jobs.lock().expect("lane lock").push_back(job);
         self.ready.notify_one();
@@ -136,11 +131,6 @@ impl Lane {
     }
 }
 
-/// Jobs waiting in this thread's lane, if it has one.
-pub fn pending() -> usize {
-    CURRENT.with(|c| c.borrow().as_ref().map_or(0, |l| l.pending()))
-}
-
 /// Runs `fut` as a task of its own, started through this thread's lane if it
 /// has one; the returned future resolves to its output, or to an error if it
 /// panicked or its runtime shut down first.
@@ -185,7 +175,6 @@ mod tests {
     fn without_a_lane_jobs_are_plain_tasks() {
         current_thread().block_on(async {
             assert_eq!(spawn_guest(async { 7 }).await.unwrap(), 7);
-            assert_eq!(pending(), 0);
         });
     }
 
