@@ -493,7 +493,7 @@ impl HttpServer {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // The guest runs in its own task, started through the thread's lane
+        // The guest runs apart from this request's task, in the thread's lane
         // (see `lane`): it may keep streaming the body after it has handed
         // over the response head. The permit and the store live as long as
         // the guest does.

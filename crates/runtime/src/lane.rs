@@ -1,36 +1,36 @@
-//! The instantiation lane: new instances are started behind everything else
-//! a serving thread has to do, so that a burst cannot starve it.
+//! The guest lane: guests run behind everything else a serving thread has to
+//! do, so that a burst cannot starve the host's own work.
 //!
 //! A serving thread runs a current-thread tokio runtime whose run queue is
-//! FIFO. Starting an instance (allocate its slot, instantiate, run the guest
-//! until it first waits) is by far the most expensive thing on it, around
-//! 100 µs with the page faults of a fresh slot. When a burst of requests
-//! arrives, each request's task would do that work in turn, and anything
-//! queued behind them (a health probe's connection, the stats endpoint, the
-//! responses of guests whose wait ended) waited for all of them: seconds,
-//! at 100,000 requests in flight.
+//! FIFO. Running a guest is by far the most expensive thing on it: starting
+//! an instance (allocate its slot, instantiate, run the guest until it first
+//! waits) takes around 100 µs with the page faults of a fresh slot, and
+//! ending one (its response, freeing the slot) tens of µs. When a burst of
+//! requests arrives, or a burst of guests finishes, anything queued behind
+//! them (a health probe's connection, the stats endpoint, a connection
+//! writing out a response) waited for all of them: seconds, at 100,000
+//! requests in flight.
 //!
-//! With a lane, a request hands its instance's future to the lane of its
-//! thread and waits. The lane is one task that gives each queued future its
-//! first poll (where the instance is started), up to [`SLICE`] of work at a
-//! time, then yields in a way that lets the runtime poll its I/O driver and
-//! run every other ready task before the lane runs again ([`yield_now`]
-//! defers a task until then). A future still pending after its first poll is
-//! spawned as an ordinary task, so its later polls cost what they always did.
-//! The lane changes the order of work, not its amount: the starts a thread
-//! can do per second stay the same, while a probe waits for at most a slice
-//! and the cheap tasks ready alongside it.
+//! With a lane, a request hands its guest's future to the lane of its thread
+//! and waits. The lane is one task that polls the guests that are ready, up
+//! to [`SLICE`] of work at a time, then yields in a way that lets the runtime
+//! poll its I/O driver and run every other ready task before the lane runs
+//! again ([`yield_now`] defers a task until then). A guest's waker puts it
+//! back in the lane's ready queue. The lane changes the order of work, not
+//! its amount: the guests a thread can run per second stay the same, while a
+//! probe waits for at most a slice and the cheap tasks ready alongside it.
 //!
 //! A lane exists only on a current-thread runtime serving HTTP (see
 //! [`Lane::install`]); elsewhere [`spawn_guest`] is `tokio::spawn`.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
@@ -39,13 +39,46 @@ use tokio::task::yield_now;
 /// Work the lane does before it lets the rest of the thread run.
 pub const SLICE: Duration = Duration::from_millis(1);
 
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
+type BoxedGuest = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The queue of one serving thread's lane.
+/// One guest's future in a lane.
+struct Job {
+    id: u64,
+    /// `None` once it finished, panicked or its lane went away.
+    fut: Mutex<Option<BoxedGuest>>,
+    /// In the ready queue (or about to be): a second wake adds nothing.
+    queued: AtomicBool,
+    lane: Weak<Lane>,
+}
+
+impl Wake for Job {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel)
+            && let Some(lane) = self.lane.upgrade()
+        {
+            lane.ready
+                .lock()
+                .expect("lane lock")
+                .push_back(self.clone());
+            lane.notify.notify_one();
+        }
+    }
+}
+
+/// The guests of one serving thread.
 #[derive(Default)]
 pub struct Lane {
-    jobs: Mutex<VecDeque<Job>>,
-    ready: Notify,
+    ready: Mutex<VecDeque<Arc<Job>>>,
+    notify: Notify,
+    /// Every unfinished job, so that dropping the lane drops their futures:
+    /// a pending future holds its own waker (in a timer, say), and with it
+    /// its job, which nothing else would ever free.
+    jobs: Mutex<HashMap<u64, Arc<Job>>>,
+    next_id: AtomicU64,
 }
 
 thread_local! {
@@ -53,8 +86,10 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Lane>>> = const { RefCell::new(None) };
 }
 
-/// The lane stays installed on its thread while this lives.
+/// The lane stays installed on its thread while this lives; dropping it
+/// drops the guests still in it.
 pub struct Installed {
+    lane: Arc<Lane>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -62,6 +97,12 @@ impl Drop for Installed {
     fn drop(&mut self) {
         CURRENT.with(|c| c.borrow_mut().take());
         self.task.abort();
+        let jobs: Vec<_> = self.lane.jobs.lock().expect("lane lock").drain().collect();
+        for (_, job) in jobs {
+            let fut = job.fut.lock().expect("job lock").take();
+            drop(fut);
+        }
+        self.lane.ready.lock().expect("lane lock").clear();
     }
 }
 
@@ -78,43 +119,60 @@ impl Lane {
         let lane = Arc::new(Lane::default());
         CURRENT.with(|c| *c.borrow_mut() = Some(lane.clone()));
         Some(Installed {
+            lane: lane.clone(),
             task: tokio::spawn(lane.run()),
         })
     }
 
-    fn push(&self, job: Job) {
-        self.jobs.lock().expect("lane lock").push_back(job);
-        self.ready.notify_one();
+    fn add(self: &Arc<Self>, fut: BoxedGuest) {
+        let job = Arc::new(Job {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            fut: Mutex::new(Some(fut)),
+            queued: AtomicBool::new(false),
+            lane: Arc::downgrade(self),
+        });
+        self.jobs
+            .lock()
+            .expect("lane lock")
+            .insert(job.id, job.clone());
+        job.wake_by_ref();
     }
 
-    fn pop(&self) -> Option<Job> {
-        self.jobs.lock().expect("lane lock").pop_front()
+    fn pop(&self) -> Option<Arc<Job>> {
+        self.ready.lock().expect("lane lock").pop_front()
+    }
+
+    /// Polls `job` once, and forgets it once it is finished (or panicked).
+    fn poll(&self, job: &Arc<Job>) {
+        // Cleared before the poll: a wake during it queues the job again.
+        job.queued.store(false, Ordering::Release);
+        let mut slot = job.fut.lock().expect("job lock");
+        let Some(fut) = slot.as_mut() else { return };
+        let waker = Waker::from(job.clone());
+        let mut cx = Context::from_waker(&waker);
+        let done = match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(())) => true,
+            Ok(Poll::Pending) => false,
+            // Its result's sender is dropped with it: the request sees the
+            // job fail, as it would a panicking task.
+            Err(_) => {
+                tracing::error!("guest task panicked");
+                true
+            }
+        };
+        if done {
+            *slot = None;
+            drop(slot);
+            self.jobs.lock().expect("lane lock").remove(&job.id);
+        }
     }
 
     async fn run(self: Arc<Self>) {
         loop {
             let slice_end = Instant::now() + SLICE;
             let mut more = false;
-            while let Some(mut job) = self.pop() {
-                // Its first poll here, with the lane's waker, which it
-                // replaces on its next poll as a task of its own. tokio's
-                // cooperative budget is the lane's for its whole slice; a
-                // job must not find it spent and stop short of its start.
-                let first = tokio::task::coop::unconstrained(std::future::poll_fn(|cx| {
-                    Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        job.as_mut().poll(cx)
-                    })))
-                }))
-                .await;
-                match first {
-                    Ok(Poll::Ready(())) => {}
-                    Ok(Poll::Pending) => {
-                        tokio::spawn(job);
-                    }
-                    // Its result's sender is dropped with it: the request
-                    // sees the job fail, as it would a panicking task.
-                    Err(_) => tracing::error!("guest task panicked while starting"),
-                }
+            while let Some(job) = self.pop() {
+                self.poll(&job);
                 if Instant::now() >= slice_end {
                     more = true;
                     break;
@@ -125,15 +183,15 @@ impl Lane {
                 // run what else is ready.
                 yield_now().await;
             } else {
-                self.ready.notified().await;
+                self.notify.notified().await;
             }
         }
     }
 }
 
-/// Runs `fut` as a task of its own, started through this thread's lane if it
-/// has one; the returned future resolves to its output, or to an error if it
-/// panicked or its runtime shut down first.
+/// Runs `fut` as a guest: in this thread's lane if it has one, else as a
+/// task of its own. The returned future resolves to its output, or to an
+/// error if it panicked or its runtime or lane shut down first.
 pub fn spawn_guest<F>(fut: F) -> impl Future<Output = Result<F::Output, GuestTaskFailed>>
 where
     F: Future + Send + 'static,
@@ -145,7 +203,10 @@ where
         let _ = tx.send(fut.await);
     };
     match lane {
-        Some(lane) => lane.push(Box::pin(job)),
+        // tokio's cooperative budget is per task, and the lane is one task
+        // for all its guests: unconstrained, a guest never finds the budget
+        // spent by the others (the lane's slice bounds its work instead).
+        Some(lane) => lane.add(Box::pin(tokio::task::coop::unconstrained(job))),
         None => {
             tokio::spawn(job);
         }
@@ -162,7 +223,7 @@ pub struct GuestTaskFailed;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     fn current_thread() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -179,7 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn jobs_run_in_order_finish_as_tasks_and_panics_fail_only_their_own() {
+    fn guests_start_in_order_wait_and_finish_and_panics_fail_only_their_own() {
         current_thread().block_on(async {
             let _lane = Lane::install().expect("current-thread runtime");
             let order = Arc::new(Mutex::new(Vec::new()));
@@ -188,7 +249,7 @@ mod tests {
                 let order = order.clone();
                 results.push(spawn_guest(async move {
                     order.lock().unwrap().push(i);
-                    // Pending after the first poll: finished as a task.
+                    // Woken by a timer later, through the lane.
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     i * 10
                 }));
@@ -204,41 +265,102 @@ mod tests {
         });
     }
 
-    /// The point of the lane: a task that becomes ready while a flood of
-    /// expensive starts is queued runs after at most a slice of them, not
-    /// after all of them.
     #[test]
-    fn a_flood_of_starts_does_not_hold_up_other_tasks() {
+    fn a_wake_from_another_thread_reaches_the_lane() {
+        current_thread().block_on(async {
+            let _lane = Lane::install().expect("current-thread runtime");
+            let (tx, rx) = oneshot::channel();
+            let guest = spawn_guest(async move { rx.await.unwrap() + 1 });
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(41).unwrap();
+            });
+            assert_eq!(guest.await.unwrap(), 42);
+        });
+    }
+
+    /// Dropping the lane drops its pending guests (their stores, in a
+    /// server), though each holds its own waker.
+    #[test]
+    fn uninstalling_drops_pending_guests() {
+        struct Dropped(Arc<AtomicUsize>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let dropped = Arc::new(AtomicUsize::new(0));
+        current_thread().block_on(async {
+            let lane = Lane::install().expect("current-thread runtime");
+            let mut results = Vec::new();
+            for _ in 0..3 {
+                let guard = Dropped(dropped.clone());
+                results.push(spawn_guest(async move {
+                    let _guard = guard;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(lane);
+            for r in results {
+                assert!(r.await.is_err());
+            }
+        });
+        assert_eq!(dropped.load(Ordering::Relaxed), 3);
+    }
+
+    /// The point of the lane: a task that becomes ready while a flood of
+    /// expensive guest work is queued runs after at most a slice of it, not
+    /// after all of it; and so does one while guests finish.
+    #[test]
+    fn a_flood_of_guests_does_not_hold_up_other_tasks() {
+        fn spin(ms: u64) {
+            let until = Instant::now() + Duration::from_millis(ms);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
         current_thread().block_on(async {
             let _lane = Lane::install().expect("current-thread runtime");
             let started = Arc::new(AtomicUsize::new(0));
+            let finished = Arc::new(AtomicUsize::new(0));
             const JOBS: usize = 200;
+            // They all end at once, like a burst's guests holding for a
+            // fixed time.
+            let end_at = tokio::time::Instant::now() + Duration::from_millis(400);
             let mut results = Vec::new();
             for _ in 0..JOBS {
-                let started = started.clone();
+                let (started, finished) = (started.clone(), finished.clone());
                 results.push(spawn_guest(async move {
-                    // An expensive start: 1 ms of work on the thread.
-                    let until = Instant::now() + Duration::from_millis(1);
-                    while Instant::now() < until {
-                        std::hint::spin_loop();
-                    }
+                    // An expensive start and an expensive end.
+                    spin(1);
                     started.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep_until(end_at).await;
+                    spin(1);
+                    finished.fetch_add(1, Ordering::Relaxed);
                 }));
             }
             // An ordinary task ready now (a probe's connection, say).
-            let seen = tokio::spawn({
-                let started = started.clone();
-                async move { started.load(Ordering::Relaxed) }
-            })
-            .await
-            .unwrap();
-            // Without the lane all 200 would run first (each spawned task
+            let probe = |counter: Arc<AtomicUsize>| {
+                tokio::spawn(async move { counter.load(Ordering::Relaxed) })
+            };
+            let seen = probe(started.clone()).await.unwrap();
+            // Without the lane all 200 would start first (each spawned task
             // ahead of it in the FIFO queue).
             assert!(seen < JOBS / 4, "{seen} of {JOBS} starts ran before it");
+            // Now while they finish.
+            while started.load(Ordering::Relaxed) < JOBS {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            while finished.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            let seen = probe(finished.clone()).await.unwrap();
+            assert!(seen < JOBS / 4, "{seen} of {JOBS} ends ran before it");
             for r in results {
                 r.await.unwrap();
             }
-            assert_eq!(started.load(Ordering::Relaxed), JOBS);
+            assert_eq!(finished.load(Ordering::Relaxed), JOBS);
         });
     }
 }
