@@ -30,10 +30,6 @@ pub const CONTROL_FD: i32 = 3;
 /// The child writes `ok` or an error message here, then closes it.
 pub const STATUS_FD: i32 = 4;
 
-/// Instance slots of an HTTP app's pool: a pod is one replica, and a smaller
-/// pool starts faster and reserves less address space than `wisp serve`'s.
-const POD_MAX_CONCURRENT_REQUESTS: u32 = 100;
-
 /// Entry point of the container process. Never returns.
 pub fn main() -> ! {
     // SAFETY: the shim spawns this process with the control and status pipes
@@ -185,8 +181,8 @@ pub(crate) fn config_from(plan: &WasmPlan) -> Config {
         .collect();
     config.limits.max_memory = plan.max_memory.map(ByteSize);
     config.server.listen = plan.listen;
-    config.server.max_concurrent_requests = POD_MAX_CONCURRENT_REQUESTS;
-    config.engine.pooling.total_instances = POD_MAX_CONCURRENT_REQUESTS;
+    config.server.max_concurrent_requests = plan.max_concurrent_requests;
+    config.engine.pooling.total_instances = plan.max_concurrent_requests;
     config.engine.cache_dir = plan.cache_dir.clone();
     config
 }

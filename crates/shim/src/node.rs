@@ -26,7 +26,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -45,8 +45,16 @@ pub const NODE_BINARY: &str = "containerd-shim-wisp-node-v1";
 /// The runtime type of node mode.
 pub const NODE_RUNTIME_ID: &str = "io.containerd.wisp-node.v1";
 
-/// Instance slots of the node's pool, shared by every hosted app.
+/// Instance slots of the node's pool, shared by every hosted app, unless the
+/// node config says otherwise.
 const NODE_INSTANCES: u32 = 1000;
+/// Env var naming the node config: a `wisp` config file (TOML) whose
+/// `[engine.pooling]` section sizes the node's one pool (its other sections
+/// are not used). Unset, the file
+/// [`DEFAULT_NODE_CONFIG`] is read if it exists.
+pub const NODE_CONFIG_ENV: &str = "WISP_NODE_CONFIG";
+/// The node config read when [`NODE_CONFIG_ENV`] is unset.
+pub const DEFAULT_NODE_CONFIG: &str = "/etc/wisp/node.toml";
 /// Connections one hosted app serves at once.
 const APP_MAX_CONNECTIONS: usize = 1024;
 /// See the hosted command's thread in [`HostedApp::start`].
@@ -85,8 +93,7 @@ impl NodeHost {
         if let Some(e) = self.engine.get() {
             return Ok(e);
         }
-        let mut config = Config::default();
-        config.engine.pooling.total_instances = NODE_INSTANCES;
+        let mut config = node_config()?;
         config.engine.cache_dir = cache_dir;
         let engine = Engine::new(&EngineSettings::for_serve(&config))
             .map_err(|e| io::Error::other(format!("failed to create the node's engine: {e}")))?;
@@ -174,6 +181,37 @@ impl NodeHost {
             running: Mutex::new(None),
         }))
     }
+}
+
+/// The node's config: the file [`NODE_CONFIG_ENV`] names, else
+/// [`DEFAULT_NODE_CONFIG`] if it exists, else the defaults with a pool of
+/// [`NODE_INSTANCES`]. A file that does not parse or validate fails the
+/// container that would have created the engine, naming the file.
+fn node_config() -> io::Result<Config> {
+    let path = match std::env::var_os(NODE_CONFIG_ENV).filter(|v| !v.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(PathBuf::from(DEFAULT_NODE_CONFIG)).filter(|p| p.exists()),
+    };
+    node_config_from(path.as_deref())
+}
+
+fn node_config_from(path: Option<&Path>) -> io::Result<Config> {
+    let Some(path) = path else {
+        let mut config = Config::default();
+        config.engine.pooling.total_instances = NODE_INSTANCES;
+        return Ok(config);
+    };
+    let bad = |what: String| io::Error::other(format!("node config {}: {what}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let mut config = Config::from_toml_str(&text).map_err(|e| bad(e.to_string()))?;
+    // Only `[engine.pooling]` is the node's; each app's concurrency comes from
+    // its container (WISP_MAX_CONCURRENT_REQUESTS), so the check that the
+    // pool holds `wisp serve`'s concurrency does not apply.
+    config.server.max_concurrent_requests = config.engine.pooling.total_instances;
+    config
+        .validate()
+        .map_err(|e| bad(wisp_runtime::error_chain(&e)))?;
+    Ok(config)
 }
 
 /// A Wasm container run by the node process: an HTTP app it serves, or a
@@ -430,4 +468,51 @@ fn current_thread() -> io::Result<tokio::runtime::Runtime> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wisp_runtime::config::MemoryInit;
+
+    #[test]
+    fn node_config_sizes_the_pool_and_bad_files_name_themselves() {
+        let defaults = node_config_from(None).unwrap();
+        assert_eq!(defaults.engine.pooling.total_instances, NODE_INSTANCES);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "[engine.pooling]\ntotal-instances = 100000\nmemory-reservation = \"16MiB\"\n\
+             memory-guard = 0\nkeep-resident = 0\nmemory-init = \"copy\"\n",
+        )
+        .unwrap();
+        let pool = node_config_from(Some(&file)).unwrap().engine.pooling;
+        assert_eq!(pool.total_instances, 100_000);
+        assert_eq!(pool.memory_reservation.0, 16 << 20);
+        assert_eq!(pool.memory_init, MemoryInit::Copy);
+
+        let cases = [
+            ("[engine.pooling]\ntotal-instances = \"lots\"\n", "lots"),
+            // 100,000 slots of the default 4 GiB reservation: too much
+            // address space, and the message says what to lower.
+            (
+                "[engine.pooling]\ntotal-instances = 100000\n",
+                "memory-reservation",
+            ),
+        ];
+        for (text, says) in cases {
+            std::fs::write(&file, text).unwrap();
+            let err = node_config_from(Some(&file)).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("node config {}", file.display())),
+                "{err}"
+            );
+            assert!(err.contains(says), "{err}");
+        }
+        let missing = dir.path().join("absent.toml");
+        let err = node_config_from(Some(&missing)).unwrap_err().to_string();
+        assert!(err.contains("absent.toml"), "{err}");
+    }
 }

@@ -33,6 +33,15 @@ pub const REQUEST_TIMEOUT_ENV: &str = "WISP_REQUEST_TIMEOUT";
 /// The request deadline when the env names none: Knative's and Cloud Run's
 /// default request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// Guest env var bounding an HTTP app's requests in instances at once; more
+/// wait for a slot (up to the queue timeout, then 503). In per-pod mode it is
+/// also the size of the pod's instance pool; in node mode the node's pool
+/// (`WISP_NODE_CONFIG`) bounds every app together.
+pub const MAX_CONCURRENT_REQUESTS_ENV: &str = "WISP_MAX_CONCURRENT_REQUESTS";
+/// Requests in instances at once when the env names no number: a pod is one
+/// replica, and a smaller pool starts faster and reserves less address space
+/// than `wisp serve`'s.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 100;
 /// Where an HTTP app listens when its env names no address or port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
@@ -130,6 +139,8 @@ pub struct WasmPlan {
     pub cache_dir: Option<PathBuf>,
     /// Serving threads (the CPU limit, rounded up).
     pub threads: usize,
+    /// Requests in instances at once (HTTP apps).
+    pub max_concurrent_requests: u32,
 }
 
 /// Resolves `path` inside `rootfs` the way the kernel would inside a chroot:
@@ -345,6 +356,7 @@ pub fn wasm_plan(
     let listen = listen_address(&env)?;
     let allow_outbound = allow_outbound(&env)?;
     let request_timeout = request_timeout(&env)?;
+    let max_concurrent_requests = max_concurrent_requests(&env)?;
     let mut plan = WasmPlan {
         id: id.into(),
         module,
@@ -362,6 +374,7 @@ pub fn wasm_plan(
         request_timeout,
         cache_dir: host.cache_dir.clone(),
         threads: host.cpus.max(1),
+        max_concurrent_requests,
     };
     if let Some(linux) = spec.linux() {
         for ns in linux.namespaces().as_deref().unwrap_or_default() {
@@ -435,6 +448,23 @@ fn request_timeout(env: &BTreeMap<String, String>) -> Result<std::time::Duration
         return Err(bad("must be greater than 0".into()));
     }
     Ok(t)
+}
+
+fn max_concurrent_requests(env: &BTreeMap<String, String>) -> Result<u32, PlanError> {
+    let Some(value) = env
+        .get(MAX_CONCURRENT_REQUESTS_ENV)
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(DEFAULT_MAX_CONCURRENT_REQUESTS);
+    };
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(PlanError::BadEnv {
+            name: MAX_CONCURRENT_REQUESTS_ENV,
+            value: value.clone(),
+            reason: "expected a number greater than 0".into(),
+        }),
+    }
 }
 
 fn allow_outbound(env: &BTreeMap<String, String>) -> Result<Vec<String>, PlanError> {
@@ -719,6 +749,25 @@ mod tests {
                 .as_millis(),
             1500
         );
+        assert_eq!(
+            plan(&[]).unwrap().max_concurrent_requests,
+            DEFAULT_MAX_CONCURRENT_REQUESTS
+        );
+        assert_eq!(
+            plan(&["WISP_MAX_CONCURRENT_REQUESTS=100000"])
+                .unwrap()
+                .max_concurrent_requests,
+            100_000
+        );
+        for bad in ["0", "-1", "many"] {
+            let err = plan(&[&format!("WISP_MAX_CONCURRENT_REQUESTS={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("invalid WISP_MAX_CONCURRENT_REQUESTS `{bad}`")),
+                "{err}"
+            );
+        }
         for bad in ["WISP_REQUEST_TIMEOUT=0s", "WISP_REQUEST_TIMEOUT=soon"] {
             let err = plan(&[bad]).unwrap_err().to_string();
             assert!(err.contains("invalid WISP_REQUEST_TIMEOUT"), "{err}");
