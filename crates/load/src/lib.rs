@@ -149,6 +149,11 @@ impl BurstOptions {
         if !self.sources.is_empty() {
             return self.sources.clone();
         }
+        // Loopback sources reach only loopback: anywhere else (a pod IP, say)
+        // the kernel picks the source, and each connection its own port.
+        if !self.target.addr.ip().is_loopback() {
+            return vec![Ipv4Addr::UNSPECIFIED];
+        }
         let n = self.connections().div_ceil(CONNECTIONS_PER_SOURCE).max(1);
         (0..n)
             .map(|i| Ipv4Addr::new(127, 0, ((i + 1) >> 8) as u8, (i + 1) as u8))
@@ -916,6 +921,11 @@ mod tests {
         let s = BurstOptions::new(t, 100_000).sources();
         assert_eq!(s.len(), 4);
         assert_eq!(s[3], Ipv4Addr::new(127, 0, 0, 4));
+        let pod: Target = "http://10.88.0.5:8080/".parse().unwrap();
+        assert_eq!(
+            BurstOptions::new(pod, 100_000).sources(),
+            [Ipv4Addr::UNSPECIFIED]
+        );
     }
 
     #[test]
