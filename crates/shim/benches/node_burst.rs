@@ -25,7 +25,6 @@
 //! `WISP_BENCH_HOLD_MS` (default 20000).
 
 #[path = "../tests/common/host.rs"]
-#[allow(dead_code)]
 mod host;
 #[path = "../tests/common/layouts.rs"]
 #[allow(dead_code)]
