@@ -269,28 +269,24 @@ impl EpochTicker {
                             trim_again_at = None;
                             release_free_memory();
                         }
-                        if now.duration_since(since) < EPOCH_LINGER {
-                            // Between requests: keep ticking a little, so
-                            // that the next store needs no wake-up.
-                            if now < next {
-                                std::thread::park_timeout(next - now);
-                            } else {
-                                tick();
-                                next = now + EPOCH_TICK;
+                        if now.duration_since(since) >= EPOCH_LINGER {
+                            // Idle: no guest needs the epoch.
+                            let seen = since_trim.load(Ordering::Relaxed);
+                            park_while_idle(
+                                trim_again_at.map(|at| at.saturating_duration_since(now)),
+                            );
+                            if since_trim.load(Ordering::Relaxed) != seen {
+                                // Woken by a store: linger again once it ends.
+                                idle_since = None;
                             }
+                            next = std::time::Instant::now() + EPOCH_TICK;
                             continue;
                         }
-                        // Idle: no guest needs the epoch.
-                        let seen = since_trim.load(Ordering::Relaxed);
-                        park_while_idle(trim_again_at.map(|at| at.saturating_duration_since(now)));
-                        if since_trim.load(Ordering::Relaxed) != seen {
-                            // Woken by a store: linger again once it ends.
-                            idle_since = None;
-                        }
-                        next = std::time::Instant::now() + EPOCH_TICK;
-                        continue;
+                        // Between requests: keep ticking through the linger,
+                        // so that the next store needs no wake-up.
+                    } else {
+                        idle_since = None;
                     }
-                    idle_since = None;
                     // Parked rather than asleep, so that dropping the engine
                     // wakes the thread at once: a command's process exits
                     // right after, and a sleep would hold it up to a tick.

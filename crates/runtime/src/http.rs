@@ -482,6 +482,26 @@ impl HttpServer {
         new_store(self.inner.engine.wasmtime(), data, self.inner.timeout)
     }
 
+    /// Runs a guest's future in the thread's lane (see `lane`), its CPU time
+    /// metered, holding its execution slot until it ends.
+    fn spawn_guest<F>(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        guest: F,
+    ) -> impl Future<Output = Result<F::Output, lane::GuestTaskFailed>> + use<F>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        lane::spawn_guest(CpuTimed::new(
+            async move {
+                let _permit = permit;
+                guest.await
+            },
+            self.inner.meter.clone(),
+        ))
+    }
+
     async fn handle_proxy<B>(
         &self,
         pre: &ProxyPre<ProxyState>,
@@ -497,14 +517,7 @@ impl HttpServer {
         // (see `lane`): it may keep streaming the body after it has handed
         // over the response head. The permit and the store live as long as
         // the guest does.
-        let (server, pre) = (self.clone(), pre.clone());
-        let guest = lane::spawn_guest(CpuTimed::new(
-            async move {
-                let _permit = permit;
-                server.run_proxy(pre, req, tx).await
-            },
-            self.inner.meter.clone(),
-        ));
+        let guest = self.spawn_guest(permit, self.clone().run_proxy(pre.clone(), req, tx));
         match rx.await {
             Ok(Ok(resp)) => resp,
             Ok(Err(code)) => {
@@ -604,14 +617,10 @@ impl HttpServer {
             }
         };
         // Run through the thread's lane (see `lane`), like a proxy instance.
-        let (server, pre) = (self.clone(), pre.clone());
-        let guest = lane::spawn_guest(CpuTimed::new(
-            async move {
-                let _permit = permit;
-                server.run_wagi(pre, parts, body, remote).await
-            },
-            self.inner.meter.clone(),
-        ));
+        let guest = self.spawn_guest(
+            permit,
+            self.clone().run_wagi(pre.clone(), parts, body, remote),
+        );
         let stdout = match guest.await {
             Ok(Ok(stdout)) => stdout,
             Ok(Err(resp)) => return resp,

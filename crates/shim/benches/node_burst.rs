@@ -34,9 +34,9 @@ mod layouts;
 mod support;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Cri, WISP_NODE, env, http_get, web_container};
+use support::{Cri, WISP_NODE, env, wait_ready, web_container};
 use wisp_load::{BurstOptions, Target};
 use wisp_test_guests as guests;
 
@@ -114,14 +114,7 @@ fn main() {
         ],
     );
     cri.run(&pod, web);
-    let t = Instant::now();
-    while !matches!(http_get(&pod.ip, 8080, "/"), Some((200, _))) {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the app never answered"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_ready(&pod.ip, 8080, "/");
     // The node process: of this containerd's shim processes, the one holding
     // the engine (the most resident memory).
     let node = cri
