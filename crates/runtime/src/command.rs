@@ -108,7 +108,9 @@ pub struct CommandState {
     p1: Option<WasiP1Ctx>,
     p2: Option<(WasiCtx, ResourceTable)>,
     limits: MeteredLimits,
-    _epoch: crate::engine::Running,
+    /// Taken when the command starts: a prepared command waiting for its
+    /// start keeps no epoch ticking.
+    _epoch: Option<crate::engine::Running>,
 }
 
 impl WasiView for CommandState {
@@ -127,7 +129,9 @@ pub async fn run(
     args: &[String],
     stdio: Stdio,
 ) -> Result<Outcome, RunError> {
-    run_inner(engine, app, config, args, stdio, None).await
+    prepare_inner(engine, app, config, args, stdio, None)?
+        .run()
+        .await
 }
 
 /// [`run`], with the instance's memory and CPU time counted in `meter` (a
@@ -140,18 +144,48 @@ pub async fn run_metered(
     stdio: Stdio,
     meter: Arc<Meter>,
 ) -> Result<Outcome, RunError> {
-    let run = run_inner(engine, app, config, args, stdio, Some(&meter));
-    CpuTimed::new(run, Some(meter.clone())).await
+    let prepared = prepare_inner(engine, app, config, args, stdio, Some(&meter))?;
+    CpuTimed::new(prepared.run(), Some(meter.clone())).await
 }
 
-async fn run_inner(
+/// A command made ready to start: its WASI context, its store and its code
+/// linked against the host. Starting it then only instantiates it and calls
+/// its entry point. The shim prepares a container's command at Create, so
+/// that what would stop it from running at all (an unknown import, a
+/// directory grant that cannot be opened) fails Create, and Start is quick.
+pub struct Prepared {
+    store: Store<CommandState>,
+    entry: Entry,
+    timeout: Option<Duration>,
+    engine: Engine,
+    path: std::path::PathBuf,
+}
+
+enum Entry {
+    Module(wasmtime::InstancePre<CommandState>),
+    Component(CommandPre<CommandState>),
+}
+
+/// Prepares `app` to run with `args` under `config` (see [`Prepared`]); the
+/// guest's deadline counts from [`Prepared::run`].
+pub fn prepare(
+    engine: &Engine,
+    app: &App,
+    config: &Config,
+    args: &[String],
+    stdio: Stdio,
+) -> Result<Prepared, RunError> {
+    prepare_inner(engine, app, config, args, stdio, None)
+}
+
+fn prepare_inner(
     engine: &Engine,
     app: &App,
     config: &Config,
     args: &[String],
     stdio: Stdio,
     meter: Option<&Arc<Meter>>,
-) -> Result<Outcome, RunError> {
+) -> Result<Prepared, RunError> {
     let grants = Grants::new(&config.capabilities);
     let mut builder = WasiCtxBuilder::new();
     builder.args(args);
@@ -183,53 +217,25 @@ async fn run_inner(
     };
 
     let wt = engine.wasmtime();
-    let timeout = config.limits.timeout.map(|t| t.0);
-    let result = match (app.shape(), app.code()) {
+    let (p1, p2, entry) = match (app.shape(), app.code()) {
         (AppShape::P1Command, Code::Module(module)) => {
-            let state = CommandState {
-                p1: Some(builder.build_p1()),
-                p2: None,
-                limits,
-                _epoch: engine.running(),
-            };
-            let mut store = new_store(wt, state, timeout);
             let mut linker = wasmtime::Linker::<CommandState>::new(wt);
             wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s| {
                 s.p1.as_mut().expect("p1 context for a module")
             })
             .map_err(instantiate_err)?;
-            let instance = linker
-                .instantiate_async(&mut store, module)
-                .await
-                .map_err(instantiate_err)?;
-            let start = instance
-                .get_typed_func::<(), ()>(&mut store, "_start")
-                .map_err(instantiate_err)?;
-            with_deadline(timeout, start.call_async(&mut store, ()))
-                .await
-                .map(|()| 0)
+            let pre = linker.instantiate_pre(module).map_err(instantiate_err)?;
+            (Some(builder.build_p1()), None, Entry::Module(pre))
         }
         (AppShape::P2Command, Code::Component(component)) => {
-            let state = CommandState {
-                p1: None,
-                p2: Some((builder.build(), ResourceTable::new())),
-                limits,
-                _epoch: engine.running(),
-            };
-            let mut store = new_store(wt, state, timeout);
             let mut linker = wasmtime::component::Linker::<CommandState>::new(wt);
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(instantiate_err)?;
             let pre = linker
                 .instantiate_pre(component)
                 .and_then(CommandPre::new)
                 .map_err(instantiate_err)?;
-            let command = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(instantiate_err)?;
-            with_deadline(timeout, command.wasi_cli_run().call_run(&mut store))
-                .await
-                .map(|r| if r.is_ok() { 0 } else { 1 })
+            let p2 = (builder.build(), ResourceTable::new());
+            (None, Some(p2), Entry::Component(pre))
         }
         (shape, _) => {
             return Err(RunError::NotACommand {
@@ -238,10 +244,68 @@ async fn run_inner(
             });
         }
     };
-    Ok(match result {
-        Ok(code) => Outcome::Exited(code),
-        Err(e) => classify_exit(e, timeout),
+    let state = CommandState {
+        p1,
+        p2,
+        limits,
+        _epoch: None,
+    };
+    let mut store = Store::new(wt, state);
+    store.limiter(|s| s.limits());
+    Ok(Prepared {
+        store,
+        entry,
+        timeout: config.limits.timeout.map(|t| t.0),
+        engine: engine.clone(),
+        path: app.path().to_owned(),
     })
+}
+
+impl Prepared {
+    /// Instantiates the command and runs it to completion; its deadline
+    /// starts now.
+    pub async fn run(self) -> Result<Outcome, RunError> {
+        let Self {
+            mut store,
+            entry,
+            timeout,
+            engine,
+            path,
+        } = self;
+        store.data_mut()._epoch = Some(engine.running());
+        install_deadline(&mut store, timeout);
+        let instantiate_err = |source| RunError::Instantiate {
+            path: path.clone(),
+            source,
+        };
+        let result = match entry {
+            Entry::Module(pre) => {
+                let instance = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_err)?;
+                let start = instance
+                    .get_typed_func::<(), ()>(&mut store, "_start")
+                    .map_err(instantiate_err)?;
+                with_deadline(timeout, start.call_async(&mut store, ()))
+                    .await
+                    .map(|()| 0)
+            }
+            Entry::Component(pre) => {
+                let command = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(instantiate_err)?;
+                with_deadline(timeout, command.wasi_cli_run().call_run(&mut store))
+                    .await
+                    .map(|r| if r.is_ok() { 0 } else { 1 })
+            }
+        };
+        Ok(match result {
+            Ok(code) => Outcome::Exited(code),
+            Err(e) => classify_exit(e, timeout),
+        })
+    }
 }
 
 /// Describes a guest failure for people: the reason (the trap, or the host error

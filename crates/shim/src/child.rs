@@ -79,11 +79,19 @@ fn run(control: File, mut status: File) -> Result<i32> {
 
 /// A loaded app, ready to start.
 struct Prepared {
-    engine: Engine,
-    app: App,
     config: Config,
-    /// Set for an HTTP app: built (and instantiated once) before Start.
-    server: Option<HttpServer>,
+    run: Run,
+}
+
+/// What Start runs.
+enum Run {
+    /// A command, linked and with its WASI context built before Start.
+    Command {
+        command: Box<command::Prepared>,
+        runtime: tokio::runtime::Runtime,
+    },
+    /// An HTTP app, built (and instantiated once) before Start.
+    Serve(HttpServer),
 }
 
 fn prepare(plan: &WasmPlan) -> Result<Prepared> {
@@ -114,23 +122,24 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         }
         _ => false,
     };
-    let server = if serve {
+    let run = if serve {
         let server = HttpServer::new(&engine, &app, &serve_config(plan))
             .with_context(|| format!("`{module}` cannot be served"))?;
         current_thread()?
             .block_on(server.instantiate_once())
             .map_err(anyhow::Error::from)
             .with_context(|| format!("failed to instantiate `{module}`"))?;
-        Some(server)
+        Run::Serve(server)
     } else {
-        None
+        let command = command::prepare(&engine, &app, &config, &plan.args, Stdio::Inherit)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("failed to prepare `{module}`"))?;
+        Run::Command {
+            command: Box::new(command),
+            runtime: current_thread()?,
+        }
     };
-    Ok(Prepared {
-        engine,
-        app,
-        config,
-        server,
-    })
+    Ok(Prepared { config, run })
 }
 
 /// A component's preamble has layer 1 in bytes 6..8; a core module's has 0.
@@ -222,25 +231,22 @@ fn current_thread() -> Result<tokio::runtime::Runtime> {
 
 impl Prepared {
     fn run(self, plan: &WasmPlan) -> Result<i32> {
-        if let Some(server) = self.server {
-            return serve(server, &self.config, plan);
-        }
-        let rt = current_thread()?;
-        let outcome = rt
-            .block_on(command::run(
-                &self.engine,
-                &self.app,
-                &self.config,
-                &plan.args,
-                Stdio::Inherit,
-            ))
+        let (command, runtime) = match self.run {
+            Run::Serve(server) => return serve(server, &self.config, plan),
+            Run::Command { command, runtime } => (command, runtime),
+        };
+        let outcome = runtime
+            .block_on(command.run())
             .with_context(|| format!("failed to run `{}`", plan.module.display()))?;
-        rt.shutdown_background();
         let program = plan.args.first().map_or("guest", String::as_str);
         if let Some(m) = outcome_message(program, &outcome) {
             eprintln!("{m}");
         }
-        Ok(outcome.exit_code())
+        // Exit here, without dropping the runtime, the engine and the code:
+        // the kernel frees all of it at once as the process ends, and the
+        // container's exit is reported a millisecond sooner than after
+        // running their destructors.
+        std::process::exit(outcome.exit_code())
     }
 }
 

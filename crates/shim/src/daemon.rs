@@ -35,7 +35,6 @@ use containerd_shim::protos::shim_async::{Task, create_task};
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::protos::ttrpc::asynchronous::Server;
 use containerd_shim::protos::ttrpc::{self, Code};
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::synchronous::monitor::monitor_notify_by_pid;
 use containerd_shim::util::write_address;
 use containerd_shim::{Config, Flags, Shim};
@@ -93,8 +92,7 @@ pub fn serve(runtime_id: &str, flags: Flags) -> Result<(), DaemonError> {
         &flags.id,
     )?;
     let mut shim = WispShim::new(runtime_id, &flags, &mut config);
-    let publisher = RemotePublisher::new(&ttrpc_address)?;
-    let service = shim.service(publisher);
+    let service = shim.service(ttrpc_address);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -172,6 +170,13 @@ fn server_started() {
 /// learn of it.
 fn reap(mut signals: Signals) {
     for sig in signals.forever() {
+        if sig == SIGPIPE {
+            // Expected (a stdin feeder writing to a process that exited, a log
+            // line while containerd is away), and not worth a log line: with
+            // containerd gone from the log FIFO, that line's own EPIPE raised
+            // the next SIGPIPE, a loop that kept a core busy.
+            continue;
+        }
         if sig != SIGCHLD {
             log::debug!("received signal {sig}");
             continue;

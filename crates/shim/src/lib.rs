@@ -51,7 +51,13 @@ pub fn main() {
                 std::process::exit(1);
             }
         }
-        // `start`, `delete`, and bad flags (which the crate reports).
+        Ok(flags) if flags.action == "start" && !flags.namespace.is_empty() => {
+            if let Err(e) = shim::start(runtime_id, flags) {
+                eprintln!("{runtime_id}: {e}");
+                std::process::exit(1);
+            }
+        }
+        // `delete`, and bad flags (which the crate reports).
         _ => containerd_shim::run::<WispShim>(runtime_id, None),
     }
 }

@@ -303,13 +303,7 @@ impl Inner {
             std::fs::create_dir_all(&target)
                 .map_err(|e| err(Code::INTERNAL, format!("failed to create rootfs dir: {e}")))?;
             for m in &req.rootfs {
-                containerd_shim::mount::mount_rootfs(
-                    Some(m.type_.as_str()).filter(|t| !t.is_empty()),
-                    Some(m.source.as_str()),
-                    &m.options,
-                    &target,
-                )
-                .map_err(|e| {
+                mount_rootfs(m, &target).map_err(|e| {
                     unmount(&target);
                     err(Code::INTERNAL, format!("failed to mount the rootfs: {e}"))
                 })?;
@@ -640,6 +634,54 @@ fn open_outputs(paths: &StdioPaths) -> std::io::Result<(Option<File>, Option<Fil
         open_output_file(&paths.stdout)?,
         open_output_file(&paths.stderr)?,
     ))
+}
+
+/// Mounts one of containerd's rootfs mounts on `target`. An overlay whose
+/// options are all plain data (the overlayfs snapshotter's) is mounted here,
+/// directly: the crate's `mount_rootfs` forks a child for every mount (so it
+/// can chdir for long lowerdir lists) and waits for its exit through the
+/// reaper, which cost 1.2 ms of every Create. Anything else goes to the crate.
+fn mount_rootfs(
+    m: &containerd_shim::protos::types::mount::Mount,
+    target: &Path,
+) -> containerd_shim::Result<()> {
+    use nix::mount::MsFlags;
+    let page = 4096;
+    let direct = m.type_ == "overlay"
+        && m.options.iter().map(|o| o.len() + 1).sum::<usize>() < page - 512
+        && m.options
+            .iter()
+            .all(|o| o.contains('=') || o == "ro" || o == "rw");
+    if !direct {
+        return containerd_shim::mount::mount_rootfs(
+            Some(m.type_.as_str()).filter(|t| !t.is_empty()),
+            Some(m.source.as_str()),
+            &m.options,
+            target,
+        );
+    }
+    let flags = if m.options.iter().any(|o| o == "ro") {
+        MsFlags::MS_RDONLY
+    } else {
+        MsFlags::empty()
+    };
+    let data: Vec<&str> = m
+        .options
+        .iter()
+        .filter(|o| o.contains('='))
+        .map(String::as_str)
+        .collect();
+    nix::mount::mount(
+        Some(m.source.as_str()),
+        target,
+        Some("overlay"),
+        flags,
+        Some(data.join(",").as_str()),
+    )
+    .map_err(|e| containerd_shim::Error::IoError {
+        context: format!("mount overlay on {}", target.display()),
+        err: e.into(),
+    })
 }
 
 fn unmount(target: &Path) {

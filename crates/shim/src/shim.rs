@@ -91,13 +91,17 @@ impl Shim for WispShim {
         // SAFETY: setting a signal's disposition to SIG_IGN is async-signal-safe
         // and touches no memory.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        // One malloc arena: the daemon's threads mostly sleep, and glibc's
-        // per-thread arenas would cost resident memory per container.
-        let mut vars = vec![("MALLOC_ARENA_MAX", "1")];
-        if self.node {
-            vars.push((crate::node::NODE_ENV, "1"));
+        if single_threaded() {
+            fork_daemon(&opts, &address, self.node)?;
+        } else {
+            // One malloc arena: the daemon's threads mostly sleep, and glibc's
+            // per-thread arenas would cost resident memory per container.
+            let mut vars = vec![("MALLOC_ARENA_MAX", "1")];
+            if self.node {
+                vars.push((crate::node::NODE_ENV, "1"));
+            }
+            spawn(opts, &grouping, vars)?;
         }
-        let (_, address) = spawn(opts, &grouping, vars)?;
         write_address(&address)?;
         Ok(address)
     }
@@ -154,10 +158,10 @@ impl Shim for WispShim {
 }
 
 impl WispShim {
-    /// The Task service of this daemon, publishing events through `publisher`.
-    pub fn service(&self, publisher: RemotePublisher) -> Service {
-        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
-        let events = Events::start(publisher, self.namespace.clone(), address);
+    /// The Task service of this daemon, publishing events to containerd's
+    /// ttrpc address.
+    pub fn service(&self, ttrpc_address: String) -> Service {
+        let events = Events::start(self.namespace.clone(), ttrpc_address);
         Service::new(
             events,
             &self.namespace,
@@ -165,6 +169,152 @@ impl WispShim {
             self.exit.clone(),
             self.node,
         )
+    }
+}
+
+/// `start` without the crate's bootstrap, which first installs signal
+/// handlers and makes this short-lived process a subreaper, for nothing: this
+/// process only finds or starts the daemon and prints its address.
+pub fn start(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
+    use std::io::Write;
+    let opts = StartOpts {
+        id: flags.id.clone(),
+        publish_binary: flags.publish_binary.clone(),
+        address: flags.address.clone(),
+        ttrpc_address: std::env::var("TTRPC_ADDRESS")?,
+        namespace: flags.namespace.clone(),
+        debug: flags.debug,
+    };
+    let mut shim = WispShim::new(runtime_id, &flags, &mut Config::default());
+    let address = shim.start_shim(opts)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(address.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|err| containerd_shim::Error::IoError {
+            context: "write stdout".into(),
+            err,
+        })
+}
+
+/// Whether this process has one thread, so a forked child may run anything.
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
+}
+
+/// Starts the daemon as a fork of this `start` process rather than a new
+/// execution of the binary, as the crate's `spawn` does. An exec costs
+/// 2 to 3 ms here (the kernel, the dynamic loader, glibc's CPU probing and
+/// the first touches of the code), on the path of every pod start. The
+/// child gets what `spawn` gives the new process: the bundle as its working
+/// directory, stdin and stderr on /dev/null, stdout on a pipe that this
+/// process reads until the daemon closes it once it serves, and one malloc
+/// arena (the daemon's threads mostly sleep, and glibc's per-thread arenas
+/// would cost resident memory per container).
+fn fork_daemon(opts: &StartOpts, address: &str, node: bool) -> containerd_shim::Result<()> {
+    use std::os::fd::AsRawFd;
+    let io_err = |context: &str| {
+        let context = context.to_string();
+        move |e: nix::Error| containerd_shim::Error::IoError {
+            context,
+            err: std::io::Error::from(e),
+        }
+    };
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io_err("pipe for the daemon"))?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|err| containerd_shim::Error::IoError {
+            context: "open /dev/null".into(),
+            err,
+        })?;
+    // SAFETY: this process has a single thread (the caller checked), so
+    // the child inherits no lock held by another thread and may run any code.
+    match unsafe { nix::unistd::fork() }.map_err(io_err("fork the daemon"))? {
+        nix::unistd::ForkResult::Child => {
+            drop(read);
+            // SAFETY: dup2 onto the standard descriptors, which no Rust
+            // handle owns; mallopt before this process starts any thread.
+            let ok = unsafe {
+                libc::dup2(write.as_raw_fd(), libc::STDOUT_FILENO) >= 0
+                    && libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) >= 0
+                    && libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO) >= 0
+                    && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+            };
+            drop((write, null));
+            if !ok {
+                std::process::exit(1);
+            }
+            blank_start_action();
+            let flags = Flags {
+                namespace: opts.namespace.clone(),
+                id: opts.id.clone(),
+                address: opts.address.clone(),
+                socket: address.to_string(),
+                debug: opts.debug,
+                ..Default::default()
+            };
+            let runtime_id = if node {
+                crate::node::NODE_RUNTIME_ID
+            } else {
+                RUNTIME_ID
+            };
+            let code = match crate::daemon::serve(runtime_id, flags) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{runtime_id}: {e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop((write, null));
+            // What the daemon writes before it serves goes to containerd's
+            // log, as with `spawn`; EOF means it serves (or died).
+            let mut read = std::fs::File::from(read);
+            let _ = std::io::copy(&mut read, &mut std::io::stderr());
+            Ok(())
+        }
+    }
+}
+
+/// The forked daemon's command line is still the `start` command's, ending
+/// in `start`, which people reading `ps` (and tools) take for the
+/// short-lived start command. Blanks that last argument in place, as
+/// `setproctitle` does, so the daemon shows its flags and no action, like a
+/// daemon the crate would have executed.
+fn blank_start_action() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    // SAFETY: [arg_start, arg_end) is this process's own argument area, at
+    // the top of its main thread's stack: mapped, writable, and only read
+    // through std's saved argv, which this process no longer consults
+    // (argv[0], which node mode reads, is untouched).
+    let area = unsafe {
+        std::slice::from_raw_parts_mut(
+            std::ptr::with_exposed_provenance_mut::<u8>(start),
+            end - start,
+        )
+    };
+    const ACTION: &[u8] = b"\0start\0";
+    if area.ends_with(ACTION) {
+        let n = area.len();
+        area[n - ACTION.len() + 1..n - 1].fill(0);
     }
 }
 

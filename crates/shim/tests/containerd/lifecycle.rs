@@ -307,3 +307,55 @@ fn a_containerd_restart_does_not_lose_the_task() {
     // exactly once.
     assert_eq!(c.kill_and_delete("survivor"), 137);
 }
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    fields.iter().sum()
+}
+
+/// With containerd away, its end of the shim's log FIFO is closed. A SIGPIPE
+/// then must not set the shim writing to that log in a loop: at debug level
+/// it logged every signal it received, each line's EPIPE raised the next
+/// SIGPIPE, and the daemon kept a core busy for as long as containerd stayed
+/// away (forever, had it never come back).
+#[test]
+fn a_shim_stays_idle_while_containerd_is_away() {
+    let mut c = Containerd::start_debug();
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    c.start_task(WISP, &echo, "idle", &["/app.wasm", "sleep", "120"]);
+    let needle = c.address().to_string_lossy().into_owned();
+    let daemons = processes_matching("containerd-shim-wisp", &needle);
+    assert_eq!(daemons.len(), 1, "shim daemons: {daemons:?}");
+    let daemon = daemons[0];
+
+    c.stop();
+    for _ in 0..3 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon as i32),
+            nix::sys::signal::SIGPIPE,
+        )
+        .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = cpu_ticks(daemon);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(daemon) - before;
+    // Idle is 0 ticks; the loop burnt 40 to 100 a second. 20 leaves room
+    // for a busy machine.
+    assert!(
+        used < 20,
+        "the shim used {used} ticks in 1 s with containerd away"
+    );
+
+    c.start_again();
+    wait_status(&c, "idle", "RUNNING");
+    assert_eq!(c.kill_and_delete("idle"), 137);
+}

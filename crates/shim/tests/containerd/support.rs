@@ -29,7 +29,13 @@ pub struct Containerd {
 
 impl Containerd {
     pub fn start() -> Self {
-        Self::start_from(None)
+        Self::start_from(None, "info")
+    }
+
+    /// A containerd at debug level, which passes `-debug` to its shims: they
+    /// then log at debug level too (into the work dir's containerd.log).
+    pub fn start_debug() -> Self {
+        Self::start_from(None, "debug")
     }
 
     /// A containerd 2.x built by `scripts/install-containerd2.sh`, whose bin
@@ -42,10 +48,10 @@ impl Containerd {
                 "WISP_CONTAINERD2_BIN names no containerd 2.x build: run \
                  `export WISP_CONTAINERD2_BIN=$(bash scripts/install-containerd2.sh)`",
             );
-        Self::start_from(Some(bin))
+        Self::start_from(Some(bin), "info")
     }
 
-    fn start_from(bin: Option<PathBuf>) -> Self {
+    fn start_from(bin: Option<PathBuf>, level: &str) -> Self {
         // Unix socket paths are limited to 108 bytes: keep the dir short.
         let dir = tempfile::Builder::new()
             .prefix("wctd-")
@@ -63,9 +69,11 @@ disabled_plugins = [{disabled}]
   address = "{d}/containerd.sock.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
+[debug]
+  level = "{level}"
 "#,
             d = d.display(),
-            disabled = disabled_plugins(false, bin.is_some())
+            disabled = disabled_plugins(false, bin.is_some()),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         std::fs::create_dir_all(d.join("bin")).unwrap();
@@ -178,6 +186,15 @@ disabled_plugins = [{disabled}]
     /// Stops containerd (SIGTERM) and starts it again; shims keep running.
     pub fn restart(&mut self) {
         self.stop_daemon();
+        self.spawn_daemon();
+    }
+
+    /// Stops containerd (its shims live on) until [`Self::start_again`].
+    pub fn stop(&mut self) {
+        self.stop_daemon();
+    }
+
+    pub fn start_again(&mut self) {
         self.spawn_daemon();
     }
 
