@@ -74,8 +74,13 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> DaemonError {
     move |source| DaemonError::Io { what, source }
 }
 
-/// Serves the Task API until the shim's last container is gone.
-pub fn serve(runtime_id: &str, flags: Flags) -> Result<(), DaemonError> {
+/// Serves the Task API until the shim's last container is gone, on
+/// `listener` if `start` bound it, else on the socket `-socket` names.
+pub fn serve(
+    runtime_id: &str,
+    flags: Flags,
+    listener: Option<std::os::unix::net::UnixListener>,
+) -> Result<(), DaemonError> {
     if flags.socket.is_empty() {
         return Err(DaemonError::NoSocket);
     }
@@ -102,7 +107,11 @@ pub fn serve(runtime_id: &str, flags: Flags) -> Result<(), DaemonError> {
         .build()
         .map_err(io("runtime"))?;
     runtime.block_on(async move {
-        let Some(listener) = listen(&flags.socket)? else {
+        let listener = match listener {
+            Some(l) => Some(l),
+            None => listen(&flags.socket)?,
+        };
+        let Some(listener) = listener else {
             // Another daemon serves this socket: containerd gets its address.
             server_started();
             return Ok(());
@@ -128,7 +137,7 @@ pub fn serve(runtime_id: &str, flags: Flags) -> Result<(), DaemonError> {
 
 /// Binds the socket, or `None` when a live daemon already serves it (a
 /// racing `start`); a stale socket is replaced.
-fn listen(socket: &str) -> Result<Option<std::os::unix::net::UnixListener>, DaemonError> {
+pub fn listen(socket: &str) -> Result<Option<std::os::unix::net::UnixListener>, DaemonError> {
     let path = Path::new(socket.trim_start_matches("unix://"));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating the socket's directory"))?;

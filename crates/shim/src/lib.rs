@@ -46,7 +46,7 @@ pub fn main() {
     match containerd_shim::parse(&args[1..]) {
         // The daemon: no action.
         Ok(flags) if flags.action.is_empty() && !flags.namespace.is_empty() => {
-            if let Err(e) = daemon::serve(runtime_id, flags) {
+            if let Err(e) = daemon::serve(runtime_id, flags, None) {
                 eprintln!("{runtime_id}: {e}");
                 std::process::exit(1);
             }
@@ -57,7 +57,13 @@ pub fn main() {
                 std::process::exit(1);
             }
         }
-        // `delete`, and bad flags (which the crate reports).
+        Ok(flags) if flags.action == "delete" && !flags.namespace.is_empty() => {
+            if let Err(e) = shim::delete(runtime_id, flags) {
+                eprintln!("{runtime_id}: {e}");
+                std::process::exit(1);
+            }
+        }
+        // Bad flags, which the crate reports.
         _ => containerd_shim::run::<WispShim>(runtime_id, None),
     }
 }

@@ -83,7 +83,8 @@ impl Shim for WispShim {
         // short-lived child arriving then made the signal handler's write
         // raise SIGPIPE, whose handler wrote again, forever.
         let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
-        if containerd_shim::protos::ttrpc::Client::connect(&address).is_ok() {
+        let path = address.trim_start_matches("unix://");
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
             write_address(&address)?;
             return Ok(address);
         }
@@ -92,7 +93,18 @@ impl Shim for WispShim {
         // and touches no memory.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         if single_threaded() {
-            fork_daemon(&opts, &address, self.node)?;
+            // Bound here, before the daemon exists, as containerd's own shims
+            // do: containerd's connection waits in the socket's backlog while
+            // the daemon starts, so `start` returns without waiting for it.
+            let listener =
+                crate::daemon::listen(&address).map_err(|e| containerd_shim::Error::IoError {
+                    context: "the shim socket".into(),
+                    err: std::io::Error::other(e.to_string()),
+                })?;
+            // None: a racing `start` bound it first, and its daemon answers.
+            if let Some(listener) = listener {
+                fork_daemon(&opts, &address, listener, self.node)?;
+            }
         } else {
             // One malloc arena: the daemon's threads mostly sleep, and glibc's
             // per-thread arenas would cost resident memory per container.
@@ -196,21 +208,41 @@ pub fn start(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
         })
 }
 
+/// `delete` without the crate's bootstrap (signal handlers, a subreaper, a
+/// signal thread), which containerd runs after every shim it disconnects
+/// from and waits for before it answers the task's deletion.
+pub fn delete(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
+    use containerd_shim::protos::protobuf::Message;
+    let mut shim = WispShim::new(runtime_id, &flags, &mut Config::default());
+    let response = shim.delete_shim()?;
+    let mut out = std::io::stdout().lock();
+    response.write_to_writer(&mut out)?;
+    std::io::Write::flush(&mut out).map_err(|err| containerd_shim::Error::IoError {
+        context: "write stdout".into(),
+        err,
+    })
+}
+
 /// Whether this process has one thread, so a forked child may run anything.
 fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
-/// Starts the daemon as a fork of this `start` process rather than a new
-/// execution of the binary, as the crate's `spawn` does. An exec costs
-/// 2 to 3 ms here (the kernel, the dynamic loader, glibc's CPU probing and
-/// the first touches of the code), on the path of every pod start. The
-/// child gets what `spawn` gives the new process: the bundle as its working
-/// directory, stdin and stderr on /dev/null, stdout on a pipe that this
-/// process reads until the daemon closes it once it serves, and one malloc
+/// Starts the daemon, serving `listener`, as a fork of this `start` process
+/// rather than a new execution of the binary, as the crate's `spawn` does.
+/// An exec costs 2 to 3 ms here (the kernel, the dynamic loader, glibc's CPU
+/// probing and the first touches of the code), on the path of every pod
+/// start. The child gets what `spawn` gives the new process: the bundle as
+/// its working directory, the standard streams on /dev/null (containerd
+/// reads `start`'s output until every holder has closed it), and one malloc
 /// arena (the daemon's threads mostly sleep, and glibc's per-thread arenas
 /// would cost resident memory per container).
-fn fork_daemon(opts: &StartOpts, address: &str, node: bool) -> containerd_shim::Result<()> {
+fn fork_daemon(
+    opts: &StartOpts,
+    address: &str,
+    listener: std::os::unix::net::UnixListener,
+    node: bool,
+) -> containerd_shim::Result<()> {
     use std::os::fd::AsRawFd;
     let io_err = |context: &str| {
         let context = context.to_string();
@@ -219,8 +251,6 @@ fn fork_daemon(opts: &StartOpts, address: &str, node: bool) -> containerd_shim::
             err: std::io::Error::from(e),
         }
     };
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io_err("pipe for the daemon"))?;
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -233,16 +263,15 @@ fn fork_daemon(opts: &StartOpts, address: &str, node: bool) -> containerd_shim::
     // the child inherits no lock held by another thread and may run any code.
     match unsafe { nix::unistd::fork() }.map_err(io_err("fork the daemon"))? {
         nix::unistd::ForkResult::Child => {
-            drop(read);
             // SAFETY: dup2 onto the standard descriptors, which no Rust
             // handle owns; mallopt before this process starts any thread.
             let ok = unsafe {
-                libc::dup2(write.as_raw_fd(), libc::STDOUT_FILENO) >= 0
+                libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) >= 0
                     && libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) >= 0
                     && libc::dup2(null.as_raw_fd(), libc::STDERR_FILENO) >= 0
                     && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
             };
-            drop((write, null));
+            drop(null);
             if !ok {
                 std::process::exit(1);
             }
@@ -260,7 +289,7 @@ fn fork_daemon(opts: &StartOpts, address: &str, node: bool) -> containerd_shim::
             } else {
                 RUNTIME_ID
             };
-            let code = match crate::daemon::serve(runtime_id, flags) {
+            let code = match crate::daemon::serve(runtime_id, flags, Some(listener)) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{runtime_id}: {e}");
@@ -269,14 +298,7 @@ fn fork_daemon(opts: &StartOpts, address: &str, node: bool) -> containerd_shim::
             };
             std::process::exit(code)
         }
-        nix::unistd::ForkResult::Parent { .. } => {
-            drop((write, null));
-            // What the daemon writes before it serves goes to containerd's
-            // log, as with `spawn`; EOF means it serves (or died).
-            let mut read = std::fs::File::from(read);
-            let _ = std::io::copy(&mut read, &mut std::io::stderr());
-            Ok(())
-        }
+        nix::unistd::ForkResult::Parent { .. } => Ok(()),
     }
 }
 
