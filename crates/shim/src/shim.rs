@@ -12,7 +12,6 @@ use containerd_shim::util::write_address;
 use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts, spawn};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
 
 use crate::cgroup::ContainerCgroup;
 use crate::events::Events;
@@ -68,12 +67,7 @@ impl Shim for WispShim {
             None
         };
         let grouping = grouping
-            .or_else(|| {
-                Spec::load("config.json")
-                    .ok()
-                    .and_then(|s| s.annotations().clone())
-                    .and_then(|a| a.get(SANDBOX_ID_ANNOTATION).cloned())
-            })
+            .or_else(sandbox_id)
             .unwrap_or_else(|| opts.id.clone());
         // A daemon already serving the group (the pod's, or in node mode the
         // node's) answers on its socket: hand containerd that address without
@@ -221,6 +215,20 @@ pub fn delete(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
         context: "write stdout".into(),
         err,
     })
+}
+
+/// The CRI sandbox id among the bundle's annotations. Only the annotations
+/// are decoded: the full OCI spec's deserializers are a lot of code to page
+/// in for one field, in a process that lives a few milliseconds.
+fn sandbox_id() -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: std::collections::HashMap<String, String>,
+    }
+    let bytes = std::fs::read("config.json").ok()?;
+    let mut spec: Annotated = serde_json::from_slice(&bytes).ok()?;
+    spec.annotations.remove(SANDBOX_ID_ANNOTATION)
 }
 
 /// Whether this process has one thread, so a forked child may run anything.
