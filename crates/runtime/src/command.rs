@@ -129,9 +129,7 @@ pub async fn run(
     args: &[String],
     stdio: Stdio,
 ) -> Result<Outcome, RunError> {
-    prepare_inner(engine, app, config, args, stdio, None)?
-        .run()
-        .await
+    prepare(engine, app, config, args, stdio)?.run().await
 }
 
 /// [`run`], with the instance's memory and CPU time counted in `meter` (a

@@ -78,20 +78,14 @@ fn run(control: File, mut status: File) -> Result<i32> {
 }
 
 /// A loaded app, ready to start.
-struct Prepared {
-    config: Config,
-    run: Run,
-}
-
-/// What Start runs.
-enum Run {
+enum Prepared {
     /// A command, linked and with its WASI context built before Start.
     Command {
         command: Box<command::Prepared>,
         runtime: tokio::runtime::Runtime,
     },
     /// An HTTP app, built (and instantiated once) before Start.
-    Serve(HttpServer),
+    Serve { server: HttpServer, config: Config },
 }
 
 fn prepare(plan: &WasmPlan) -> Result<Prepared> {
@@ -122,24 +116,24 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         }
         _ => false,
     };
-    let run = if serve {
+    let prepared = if serve {
         let server = HttpServer::new(&engine, &app, &serve_config(plan))
             .with_context(|| format!("`{module}` cannot be served"))?;
         current_thread()?
             .block_on(server.instantiate_once())
             .map_err(anyhow::Error::from)
             .with_context(|| format!("failed to instantiate `{module}`"))?;
-        Run::Serve(server)
+        Prepared::Serve { server, config }
     } else {
         let command = command::prepare(&engine, &app, &config, &plan.args, Stdio::Inherit)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("failed to prepare `{module}`"))?;
-        Run::Command {
+        Prepared::Command {
             command: Box::new(command),
             runtime: current_thread()?,
         }
     };
-    Ok(Prepared { config, run })
+    Ok(prepared)
 }
 
 /// A component's preamble has layer 1 in bytes 6..8; a core module's has 0.
@@ -231,9 +225,9 @@ fn current_thread() -> Result<tokio::runtime::Runtime> {
 
 impl Prepared {
     fn run(self, plan: &WasmPlan) -> Result<i32> {
-        let (command, runtime) = match self.run {
-            Run::Serve(server) => return serve(server, &self.config, plan),
-            Run::Command { command, runtime } => (command, runtime),
+        let (command, runtime) = match self {
+            Self::Serve { server, config } => return serve(server, &config, plan),
+            Self::Command { command, runtime } => (command, runtime),
         };
         let outcome = runtime
             .block_on(command.run())

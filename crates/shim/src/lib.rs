@@ -43,27 +43,28 @@ pub fn main() {
         RUNTIME_ID
     };
     let args: Vec<_> = std::env::args_os().collect();
-    match containerd_shim::parse(&args[1..]) {
+    let flags = containerd_shim::parse(&args[1..])
+        .ok()
+        .filter(|f| !f.namespace.is_empty());
+    let result: Result<(), Box<dyn std::error::Error>> = match flags {
         // The daemon: no action.
-        Ok(flags) if flags.action.is_empty() && !flags.namespace.is_empty() => {
-            if let Err(e) = daemon::serve(runtime_id, flags, None) {
-                eprintln!("{runtime_id}: {e}");
-                std::process::exit(1);
-            }
+        Some(flags) if flags.action.is_empty() => {
+            daemon::serve(runtime_id, flags, None).map_err(Into::into)
         }
-        Ok(flags) if flags.action == "start" && !flags.namespace.is_empty() => {
-            if let Err(e) = shim::start(runtime_id, flags) {
-                eprintln!("{runtime_id}: {e}");
-                std::process::exit(1);
-            }
+        Some(flags) if flags.action == "start" => {
+            shim::start(runtime_id, flags).map_err(Into::into)
         }
-        Ok(flags) if flags.action == "delete" && !flags.namespace.is_empty() => {
-            if let Err(e) = shim::delete(runtime_id, flags) {
-                eprintln!("{runtime_id}: {e}");
-                std::process::exit(1);
-            }
+        Some(flags) if flags.action == "delete" => {
+            shim::delete(runtime_id, flags).map_err(Into::into)
         }
-        // Bad flags, which the crate reports.
-        _ => containerd_shim::run::<WispShim>(runtime_id, None),
+        // Bad flags and other actions: the crate reports or handles them.
+        _ => {
+            containerd_shim::run::<WispShim>(runtime_id, None);
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("{runtime_id}: {e}");
+        std::process::exit(1);
     }
 }

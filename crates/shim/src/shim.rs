@@ -71,18 +71,16 @@ impl Shim for WispShim {
             .unwrap_or_else(|| opts.id.clone());
         // A daemon already serving the group (the pod's, or in node mode the
         // node's) answers on its socket: hand containerd that address without
-        // spawning a second daemon, which would only find the socket taken
-        // and exit. Besides saving an exec, this avoids a hang: the crate's
-        // signal pipe is torn down as `start` returns, and a SIGCHLD from that
-        // short-lived child arriving then made the signal handler's write
-        // raise SIGPIPE, whose handler wrote again, forever.
+        // starting a second daemon, which would only find the socket taken.
         let address = containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
         let path = address.trim_start_matches("unix://");
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             write_address(&address)?;
             return Ok(address);
         }
-        // Nothing here needs SIGPIPE; as a signal it can only feed the loop above.
+        // Writing the address to a containerd that went away fails with an
+        // error rather than killing `start`; the daemon installs its own
+        // SIGPIPE handler.
         // SAFETY: setting a signal's disposition to SIG_IGN is async-signal-safe
         // and touches no memory.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
@@ -182,7 +180,6 @@ impl WispShim {
 /// handlers and makes this short-lived process a subreaper, for nothing: this
 /// process only finds or starts the daemon and prints its address.
 pub fn start(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
-    use std::io::Write;
     let opts = StartOpts {
         id: flags.id.clone(),
         publish_binary: flags.publish_binary.clone(),
@@ -193,13 +190,7 @@ pub fn start(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
     };
     let mut shim = WispShim::new(runtime_id, &flags, &mut Config::default());
     let address = shim.start_shim(opts)?;
-    let mut out = std::io::stdout().lock();
-    out.write_all(address.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|err| containerd_shim::Error::IoError {
-            context: "write stdout".into(),
-            err,
-        })
+    write_stdout(address.as_bytes())
 }
 
 /// `delete` without the crate's bootstrap (signal handlers, a subreaper, a
@@ -208,13 +199,19 @@ pub fn start(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
 pub fn delete(runtime_id: &str, flags: Flags) -> containerd_shim::Result<()> {
     use containerd_shim::protos::protobuf::Message;
     let mut shim = WispShim::new(runtime_id, &flags, &mut Config::default());
-    let response = shim.delete_shim()?;
+    write_stdout(&shim.delete_shim()?.write_to_bytes()?)
+}
+
+/// What containerd reads back from `start` and `delete`.
+fn write_stdout(bytes: &[u8]) -> containerd_shim::Result<()> {
+    use std::io::Write;
     let mut out = std::io::stdout().lock();
-    response.write_to_writer(&mut out)?;
-    std::io::Write::flush(&mut out).map_err(|err| containerd_shim::Error::IoError {
-        context: "write stdout".into(),
-        err,
-    })
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|err| containerd_shim::Error::IoError {
+            context: "write stdout".into(),
+            err,
+        })
 }
 
 /// The CRI sandbox id among the bundle's annotations. Only the annotations
@@ -252,13 +249,6 @@ fn fork_daemon(
     node: bool,
 ) -> containerd_shim::Result<()> {
     use std::os::fd::AsRawFd;
-    let io_err = |context: &str| {
-        let context = context.to_string();
-        move |e: nix::Error| containerd_shim::Error::IoError {
-            context,
-            err: std::io::Error::from(e),
-        }
-    };
     let null = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -269,7 +259,11 @@ fn fork_daemon(
         })?;
     // SAFETY: this process has a single thread (the caller checked), so
     // the child inherits no lock held by another thread and may run any code.
-    match unsafe { nix::unistd::fork() }.map_err(io_err("fork the daemon"))? {
+    let forked = unsafe { nix::unistd::fork() }.map_err(|e| containerd_shim::Error::IoError {
+        context: "fork the daemon".into(),
+        err: e.into(),
+    })?;
+    match forked {
         nix::unistd::ForkResult::Child => {
             // SAFETY: dup2 onto the standard descriptors, which no Rust
             // handle owns; mallopt before this process starts any thread.

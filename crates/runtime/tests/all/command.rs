@@ -204,6 +204,27 @@ fn timeout_stops_an_infinite_loop() {
     );
 }
 
+/// The shim prepares a container's command at Create and runs it at Start,
+/// which may come much later: the deadline counts from the run. Counted from
+/// the preparation, it would have passed during the guest's 1 s sleep, and
+/// the guest's next epoch check would stop it.
+#[test]
+fn a_prepared_commands_deadline_counts_from_its_run() {
+    let e = engine(false, None);
+    let app = load(&e, &guests::echo());
+    let mut config = Config::default();
+    config.limits.timeout = Some(HumanDuration(Duration::from_millis(1500)));
+    let args: Vec<String> = ["echo", "sleep", "1"].map(String::from).to_vec();
+    let prepared = command::prepare(&e, &app, &config, &args, Stdio::files(None, None)).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = rt.block_on(prepared.run()).expect("run");
+    assert!(matches!(outcome, Outcome::Exited(0)), "{outcome:?}");
+}
+
 #[test]
 fn memory_cap_traps_growth() {
     let e = engine(false, None);
