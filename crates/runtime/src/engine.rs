@@ -90,26 +90,77 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The wasmtime engine of a one-shot run, built ahead of need by
+/// [`prebuild_for_run`] and taken by the next [`Engine::new`] for a run.
+static PREBUILT_FOR_RUN: std::sync::Mutex<Option<wasmtime::Engine>> = std::sync::Mutex::new(None);
+
+/// Builds the wasmtime engine of a one-shot run (on-demand allocation) ahead
+/// of time, for a process that forks others that each then make one
+/// [`Engine`] for a run: the shim's zygote. The compiler's set-up (its CPU
+/// feature probing, which traps to the hypervisor in a VM, and its settings)
+/// is then done once, before the forks, rather than in every process.
+///
+/// Starts no thread and installs nothing process-wide beyond what any engine
+/// does. Only one engine takes it: two engines sharing one epoch counter
+/// would each advance the other's deadlines.
+pub fn prebuild_for_run() -> Result<(), EngineError> {
+    let settings = EngineSettings {
+        allocation: Allocation::OnDemand,
+        max_memory: None,
+        cache_dir: None,
+    };
+    let engine = wasmtime::Engine::new(&wasmtime_config(&settings)).map_err(EngineError::Config)?;
+    *PREBUILT_FOR_RUN.lock().unwrap_or_else(|p| p.into_inner()) = Some(engine);
+    Ok(())
+}
+
+/// Whether a [`prebuild_for_run`] engine waits for its [`Engine`].
+pub fn prebuilt_for_run() -> bool {
+    PREBUILT_FOR_RUN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some()
+}
+
+/// The wasmtime configuration of `settings`. For on-demand allocation it
+/// depends on nothing in them (limits are the store's), which is what lets
+/// [`prebuild_for_run`] build it ahead of time.
+fn wasmtime_config(settings: &EngineSettings) -> wasmtime::Config {
+    let mut cfg = wasmtime::Config::new();
+    cfg.epoch_interruption(true);
+    cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    if let Allocation::Pooling(p) = &settings.allocation {
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+            p,
+            settings.max_memory,
+        )));
+        cfg.memory_reservation(p.memory_reservation.0);
+        // Fiber stacks go back to the pool dirty and resident unless zeroed;
+        // with keep-resident 0 (return everything when idle, as after a
+        // burst) they are decommitted like the memories.
+        cfg.async_stack_zeroing(p.keep_resident.0 == 0);
+        cfg.memory_guard_size(p.memory_guard.0);
+        cfg.memory_init_cow(p.memory_init == MemoryInit::Cow);
+    }
+    cfg
+}
+
 impl Engine {
     /// Builds an engine and starts its epoch ticker.
     pub fn new(settings: &EngineSettings) -> Result<Self, EngineError> {
-        let mut cfg = wasmtime::Config::new();
-        cfg.epoch_interruption(true);
-        cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
-        if let Allocation::Pooling(p) = &settings.allocation {
-            cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
-                p,
-                settings.max_memory,
-            )));
-            cfg.memory_reservation(p.memory_reservation.0);
-            // Fiber stacks go back to the pool dirty and resident unless zeroed;
-            // with keep-resident 0 (return everything when idle, as after a
-            // burst) they are decommitted like the memories.
-            cfg.async_stack_zeroing(p.keep_resident.0 == 0);
-            cfg.memory_guard_size(p.memory_guard.0);
-            cfg.memory_init_cow(p.memory_init == MemoryInit::Cow);
-        }
-        let inner = wasmtime::Engine::new(&cfg).map_err(EngineError::Config)?;
+        let prebuilt = match settings.allocation {
+            Allocation::OnDemand => PREBUILT_FOR_RUN
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+            Allocation::Pooling(_) => None,
+        };
+        let inner = match prebuilt {
+            Some(engine) => engine,
+            None => {
+                wasmtime::Engine::new(&wasmtime_config(settings)).map_err(EngineError::Config)?
+            }
+        };
         let ticker = EpochTicker::start(inner.clone());
         Ok(Self {
             inner,

@@ -85,10 +85,19 @@ pub fn serve(
         return Err(DaemonError::NoSocket);
     }
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| DaemonError::NoTtrpcAddress)?;
-    // Registered before any child exists, so no SIGCHLD is missed.
-    let signals = Signals::new([SIGTERM, SIGINT, SIGPIPE, SIGCHLD]).map_err(io("signals"))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| io("PR_SET_CHILD_SUBREAPER")(e.into()))?;
+    // Forked first, with no handler, thread or log of the daemon's yet; the
+    // subreaper bit is set, so the processes it forks come back to us.
+    let zygote = if crate::shim::single_threaded() {
+        // SAFETY: this process has a single thread (just checked).
+        unsafe { crate::zygote::start() }
+    } else {
+        Ok(())
+    };
+    // Registered before any container process exists, so no SIGCHLD is
+    // missed.
+    let signals = Signals::new([SIGTERM, SIGINT, SIGPIPE, SIGCHLD]).map_err(io("signals"))?;
     let mut config = Config::default();
     containerd_shim::logger::init(
         flags.debug,
@@ -96,6 +105,9 @@ pub fn serve(
         &flags.namespace,
         &flags.id,
     )?;
+    if let Err(e) = zygote {
+        log::warn!("no zygote ({e}): container processes are executed");
+    }
     let mut shim = WispShim::new(runtime_id, &flags, &mut config);
     let service = shim.service(ttrpc_address);
 
@@ -131,6 +143,7 @@ pub fn serve(
         let _ = tokio::task::spawn_blocking(move || shim.wait()).await;
         log::info!("shutting down");
         let _ = server.shutdown().await;
+        crate::zygote::stop();
         Ok(())
     })
 }
@@ -201,6 +214,9 @@ fn reap(mut signals: Signals) {
                     continue;
                 }
             };
+            if crate::zygote::is_zygote(pid.as_raw()) {
+                continue;
+            }
             if let Err(e) = monitor_notify_by_pid(pid.as_raw(), code) {
                 log::error!("failed to report the exit of {pid}: {e}");
             }

@@ -10,7 +10,8 @@
 //! - [`runc`]: Linux containers (sidecars) delegated to runc.
 //! - [`node`]: node mode, every Wasm HTTP app of the node in one process.
 //! - [`sandbox`]: the CRI's pod sandbox (pause), made by the shim itself.
-//! - [`process`], [`cgroup`], [`events`], [`netns`]: the plumbing.
+//! - [`zygote`]: container processes forked, not executed.
+//! - [`process`], [`proctitle`], [`cgroup`], [`events`], [`netns`]: the plumbing.
 
 pub mod cgroup;
 pub mod child;
@@ -22,10 +23,12 @@ pub mod netns;
 pub mod node;
 pub mod plan;
 pub mod process;
+pub mod proctitle;
 pub mod runc;
 pub mod sandbox;
 pub mod service;
 pub mod shim;
+pub mod zygote;
 
 pub use shim::{RUNTIME_ID, WispShim};
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
@@ -204,11 +204,12 @@ impl PidTable {
     }
 }
 
-/// The three streams a container process gets.
+/// The three streams a container process gets (/dev/null where containerd
+/// named none).
 pub struct ChildStdio {
-    pub stdin: Stdio,
-    pub stdout: Stdio,
-    pub stderr: Stdio,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
     pub feeder: Option<StdinFeeder>,
 }
 
@@ -240,7 +241,7 @@ impl Drop for StdinFeeder {
 /// Opens the stdio containerd named. Empty paths are /dev/null.
 pub fn open_stdio(paths: &StdioPaths) -> io::Result<ChildStdio> {
     let (stdin, feeder) = if paths.stdin.is_empty() {
-        (Stdio::null(), None)
+        (dev_null()?, None)
     } else {
         let (r, w) = pipe2(OFlag::O_CLOEXEC)?;
         let fifo = paths.stdin.clone();
@@ -256,7 +257,7 @@ pub fn open_stdio(paths: &StdioPaths) -> io::Result<ChildStdio> {
                     }
                 }
             })?;
-        (Stdio::from(r), Some(StdinFeeder { fifo }))
+        (r, Some(StdinFeeder { fifo }))
     };
     Ok(ChildStdio {
         stdin,
@@ -269,8 +270,19 @@ pub fn open_stdio(paths: &StdioPaths) -> io::Result<ChildStdio> {
 /// Opens an output: a FIFO read-write (the open never blocks and the process
 /// never gets EPIPE while the client reconnects), a `file://` URI or a path
 /// for append.
-fn open_output(path: &str) -> io::Result<Stdio> {
-    Ok(open_output_file(path)?.map_or_else(Stdio::null, Stdio::from))
+fn open_output(path: &str) -> io::Result<OwnedFd> {
+    match open_output_file(path)? {
+        Some(f) => Ok(f.into()),
+        None => dev_null(),
+    }
+}
+
+fn dev_null() -> io::Result<OwnedFd> {
+    Ok(OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?
+        .into())
 }
 
 /// [`open_output`]'s file; None for an empty path.
@@ -312,21 +324,9 @@ pub fn spawn_wasm(
 ) -> io::Result<SpawnedWasm> {
     let (ctl_r, ctl_w) = pipe2(OFlag::O_CLOEXEC)?;
     let (st_r, st_w) = pipe2(OFlag::O_CLOEXEC)?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(CHILD_ARG)
-        .env_clear()
-        // See shim.rs: per-thread malloc arenas are resident memory per
-        // container for no gain in an idle one.
-        .env("MALLOC_ARENA_MAX", "1")
-        .stdin(stdio.stdin)
-        .stdout(stdio.stdout)
-        .stderr(stdio.stderr)
-        // Signals for the shim's process group are not the container's.
-        .process_group(0);
-    let (ctl_fd, st_fd) = (ctl_r.as_raw_fd(), st_w.as_raw_fd());
-    // On cgroup v1 the forked child, still single-threaded, joins the
+    // On cgroup v1 the new process, still single-threaded, joins the
     // container's cgroup itself (see `ContainerCgroup::thread_files`), so
-    // everything it execs and loads is charged there from the start.
+    // everything it loads is charged there from the start.
     let thread_files: Option<Vec<CString>> = cgroup
         .thread_files()
         .map(|files| {
@@ -338,31 +338,22 @@ pub fn spawn_wasm(
         .transpose()
         .map_err(io::Error::other)?;
     let thread_files_used = thread_files.is_some();
-    // SAFETY: the closure only calls fcntl, dup2, open, write and close,
-    // which are async-signal-safe, on memory allocated before the fork and
-    // only read in the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            for file in thread_files.iter().flatten() {
-                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::close(fd);
-            }
-            // Move both ends above the target numbers first, so dup2 cannot
-            // overwrite one with the other; dup2 clears close-on-exec.
-            let ctl = libc::fcntl(ctl_fd, libc::F_DUPFD_CLOEXEC, 10);
-            let st = libc::fcntl(st_fd, libc::F_DUPFD_CLOEXEC, 10);
-            if ctl < 0 || st < 0 || libc::dup2(ctl, CONTROL_FD) < 0 || libc::dup2(st, STATUS_FD) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let spawned_at = std::time::Instant::now();
-    let child = cmd.spawn().map_err(|e| {
+    let forked = crate::zygote::spawn(
+        [
+            stdio.stdin.as_fd(),
+            stdio.stdout.as_fd(),
+            stdio.stderr.as_fd(),
+            ctl_r.as_fd(),
+            st_w.as_fd(),
+        ],
+        thread_files.as_deref().unwrap_or_default(),
+    );
+    let pid = match forked {
+        Some(pid) => pid,
+        None => exec_wasm(stdio, &ctl_r, &st_w, thread_files),
+    }
+    .map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
@@ -371,7 +362,6 @@ pub fn spawn_wasm(
             ),
         )
     })?;
-    let pid = child.id();
     log::debug!("Wasm process {pid} spawned in {:?}", spawned_at.elapsed());
     drop((ctl_r, st_w));
     let mut control = File::from(ctl_w);
@@ -414,6 +404,52 @@ pub fn spawn_wasm(
         spawned_at.elapsed()
     );
     Ok(SpawnedWasm { pid, control })
+}
+
+/// Starts a container process by executing this binary, where there is no
+/// zygote (see [`crate::zygote`]). Returns its pid.
+fn exec_wasm(
+    stdio: ChildStdio,
+    ctl_r: &OwnedFd,
+    st_w: &OwnedFd,
+    thread_files: Option<Vec<CString>>,
+) -> io::Result<u32> {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg(CHILD_ARG)
+        .env_clear()
+        // See shim.rs: per-thread malloc arenas are resident memory per
+        // container for no gain in an idle one.
+        .env("MALLOC_ARENA_MAX", "1")
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr)
+        // Signals for the shim's process group are not the container's.
+        .process_group(0);
+    let (ctl_fd, st_fd) = (ctl_r.as_raw_fd(), st_w.as_raw_fd());
+    // SAFETY: the closure only calls fcntl, dup2, open, write and close,
+    // which are async-signal-safe, on memory allocated before the fork and
+    // only read in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for file in thread_files.iter().flatten() {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(fd);
+            }
+            // Move both ends above the target numbers first, so dup2 cannot
+            // overwrite one with the other; dup2 clears close-on-exec.
+            let ctl = libc::fcntl(ctl_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let st = libc::fcntl(st_fd, libc::F_DUPFD_CLOEXEC, 10);
+            if ctl < 0 || st < 0 || libc::dup2(ctl, CONTROL_FD) < 0 || libc::dup2(st, STATUS_FD) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?.id())
 }
 
 /// How a helper command ended, and what it printed on stderr.

@@ -54,7 +54,9 @@ impl Runc {
     fn run(&self, what: &str, mut cmd: Command, stdio: Option<ChildStdio>) -> io::Result<()> {
         let capture = stdio.is_none();
         if let Some(s) = stdio {
-            cmd.stdin(s.stdin).stdout(s.stdout).stderr(s.stderr);
+            cmd.stdin(Stdio::from(s.stdin))
+                .stdout(Stdio::from(s.stdout))
+                .stderr(Stdio::from(s.stderr));
         } else {
             cmd.stdin(Stdio::null());
         }

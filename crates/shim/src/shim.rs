@@ -229,7 +229,7 @@ fn sandbox_id() -> Option<String> {
 }
 
 /// Whether this process has one thread, so a forked child may run anything.
-fn single_threaded() -> bool {
+pub(crate) fn single_threaded() -> bool {
     std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
@@ -306,40 +306,11 @@ fn fork_daemon(
 
 /// The forked daemon's command line is still the `start` command's, ending
 /// in `start`, which people reading `ps` (and tools) take for the
-/// short-lived start command. Blanks that last argument in place, as
-/// `setproctitle` does, so the daemon shows its flags and no action, like a
-/// daemon the crate would have executed.
+/// short-lived start command. That last argument is blanked, so the daemon
+/// shows its flags and no action, like a daemon the crate would have
+/// executed.
 fn blank_start_action() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields after the command name (which may hold spaces), from field 3 on.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
-    let (Some(start), Some(end)) = (field(48), field(49)) else {
-        return;
-    };
-    if end <= start {
-        return;
-    }
-    // SAFETY: [arg_start, arg_end) is this process's own argument area, at
-    // the top of its main thread's stack: mapped, writable, and only read
-    // through std's saved argv, which this process no longer consults
-    // (argv[0], which node mode reads, is untouched).
-    let area = unsafe {
-        std::slice::from_raw_parts_mut(
-            std::ptr::with_exposed_provenance_mut::<u8>(start),
-            end - start,
-        )
-    };
-    const ACTION: &[u8] = b"\0start\0";
-    if area.ends_with(ACTION) {
-        let n = area.len();
-        area[n - ACTION.len() + 1..n - 1].fill(0);
-    }
+    crate::proctitle::blank_last("start");
 }
 
 /// Waits (briefly) until `pid` has been reaped or is gone.

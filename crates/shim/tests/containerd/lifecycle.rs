@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
-use crate::host::processes_matching;
+use std::process::Command;
+
+use crate::host::{ppid, processes_matching};
 use crate::support::{Containerd, NetNs, WISP, stderr, stdout, task_status, wait_status};
 
 /// A rootfs directory holding the http-echo app and the echo command.
@@ -226,6 +228,93 @@ fn exec_runs_the_apps_own_module_with_other_args() {
     assert_eq!(stdout(&out), "args\nagain\n");
     assert_eq!(c.exit_of("x"), 0, "the exec's own exit");
     assert_eq!(c.kill_and_delete("sleeper"), 137);
+}
+
+/// Container processes are forked by the shim's zygote (no exec), yet are
+/// the daemon's children like executed ones; with the zygote gone, the
+/// daemon executes its binary instead and nothing else changes.
+#[test]
+fn container_processes_come_from_the_zygote_and_outlive_its_loss() {
+    let c = Containerd::start();
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    c.start_task(WISP, &echo, "z", &["/app.wasm", "sleep", "60"]);
+    let daemons: Vec<u32> = shim_processes(&c)
+        .into_iter()
+        .filter(|p| !cmdline(*p).iter().any(|a| a == "start" || a == "delete"))
+        .collect();
+    assert_eq!(daemons.len(), 1, "one daemon: {daemons:?}");
+    let daemon = daemons[0];
+    let children = |arg: &str| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|p| ppid(*p) == Some(daemon) && cmdline(*p).iter().any(|a| a == arg))
+            .collect()
+    };
+    let zygote = children("--wisp-zygote");
+    assert_eq!(zygote.len(), 1, "the daemon's zygote: {zygote:?}");
+    let task_pid: u32 = c
+        .ok(&["tasks", "ls"])
+        .lines()
+        .find(|l| l.starts_with("z "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("the task's pid");
+    assert_eq!(children("--wisp-container"), vec![task_pid]);
+    // The zygote's fork, not an execution of the binary: it never ran the
+    // dynamic loader, so its argv[0] is the daemon's, not /proc/self/exe.
+    assert_eq!(cmdline(task_pid)[0], cmdline(daemon)[0]);
+
+    // The zygote dies; the daemon reaps it and starts execs by executing.
+    let zygote = zygote[0];
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &zygote.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{zygote}")).exists() {
+        assert!(Instant::now() < deadline, "the dead zygote was not reaped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = c.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "x",
+        "z",
+        "echo",
+        "args",
+        "after",
+        "the",
+        "zygote",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "args\nafter\nthe\nzygote\n");
+    assert_eq!(c.exit_of("x"), 0);
+    assert_eq!(task_status(&c, "z").as_deref(), Some("RUNNING"));
+    assert_eq!(c.kill_and_delete("z"), 137);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_processes(&c).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "shim processes left: {:?}",
+            shim_processes(&c)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 fn shim_processes(c: &Containerd) -> Vec<u32> {
