@@ -1,12 +1,15 @@
 //! The Wasm container process: one per Wasm container (and per exec).
 //!
-//! The shim starts its own binary with [`CHILD_ARG`]; this process joins the
+//! The zygote forks this process (see [`crate::zygote`]), or, without a
+//! zygote, the shim executes its own binary with [`CHILD_ARG`]; either way
+//! it starts in [`main`] with fds 3 and 4 set. It joins the
 //! container's namespaces, loads the app (compiling it or mapping it from the
 //! node's code cache) and reports "ok" or the error on the status pipe, so that
 //! Create fails with the real reason. It then waits on the control pipe for
 //! Start. Its stdio are the container's FIFOs and it sits in the container's
 //! cgroup, so logs, stats, limits and signals act on it like on any container
-//! process. The shim daemon itself never loads wasmtime.
+//! process. The shim daemon itself never loads wasmtime (its zygote only
+//! builds the engine its forks take).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -32,9 +35,10 @@ pub const STATUS_FD: i32 = 4;
 
 /// Entry point of the container process. Never returns.
 pub fn main() -> ! {
-    // SAFETY: the shim spawns this process with the control and status pipes
-    // dup'ed onto fds 3 and 4 (see `process::spawn_wasm`), and nothing else in
-    // this process uses those numbers, so taking ownership of them is sound.
+    // SAFETY: the shim starts this process with the control and status pipes
+    // dup'ed onto fds 3 and 4 (see `process::spawn_wasm` and
+    // `zygote::become_container`), and nothing else in this process uses
+    // those numbers, so taking ownership of them is sound.
     let (control, status) = unsafe {
         (
             File::from(OwnedFd::from_raw_fd(CONTROL_FD)),

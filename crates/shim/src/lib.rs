@@ -6,7 +6,8 @@
 //! - [`service`]: the Task calls.
 //! - [`plan`]: what a bundle runs: a Wasm plan or a Linux container.
 //! - [`image`]: Wasm layers from containerd's content store (artifact images).
-//! - [`child`]: the Wasm container process (the shim binary re-executed).
+//! - [`child`]: the Wasm container process (forked by the zygote, or the
+//!   shim binary executed again).
 //! - [`runc`]: Linux containers (sidecars) delegated to runc.
 //! - [`node`]: node mode, every Wasm HTTP app of the node in one process.
 //! - [`sandbox`]: the CRI's pod sandbox (pause), made by the shim itself.
