@@ -214,7 +214,7 @@ fn reap(mut signals: Signals) {
                     continue;
                 }
             };
-            if crate::zygote::is_zygote(pid.as_raw()) {
+            if crate::zygote::reaped(pid.as_raw()) {
                 continue;
             }
             if let Err(e) = monitor_notify_by_pid(pid.as_raw(), code) {

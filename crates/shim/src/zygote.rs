@@ -59,6 +59,9 @@ struct Zygote {
     /// `None` once the zygote is known to be gone: every request after that
     /// executes the binary.
     sock: Mutex<Option<OwnedFd>>,
+    /// The daemon's reaper took its exit: its pid may belong to another
+    /// process by now.
+    reaped: std::sync::atomic::AtomicBool,
 }
 
 /// Forks the zygote. The caller must have a single thread and must already
@@ -90,6 +93,7 @@ pub unsafe fn start() -> io::Result<()> {
             let _ = ZYGOTE.set(Zygote {
                 pid: child,
                 sock: Mutex::new(Some(ours)),
+                reaped: std::sync::atomic::AtomicBool::new(false),
             });
             Ok(())
         }
@@ -102,14 +106,23 @@ pub fn stop() {
     let Some(z) = ZYGOTE.get() else { return };
     let sock = z.sock.lock().unwrap_or_else(|p| p.into_inner()).take();
     drop(sock);
+    if z.reaped.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let _ = nix::sys::signal::kill(z.pid, nix::sys::signal::SIGKILL);
     // The reaper may take it first: then this finds no child, and it is gone.
     let _ = nix::sys::wait::waitpid(z.pid, None);
 }
 
-/// Whether `pid` is the zygote (its exit is nobody's container's).
-pub fn is_zygote(pid: i32) -> bool {
-    ZYGOTE.get().is_some_and(|z| z.pid.as_raw() == pid)
+/// For the daemon's reaper: whether the exit of `pid` is the zygote's
+/// (nobody's container's), which is then remembered, so that [`stop`]
+/// never signals a later process that got the same pid.
+pub fn reaped(pid: i32) -> bool {
+    let Some(z) = ZYGOTE.get().filter(|z| z.pid.as_raw() == pid) else {
+        return false;
+    };
+    z.reaped.store(true, std::sync::atomic::Ordering::SeqCst);
+    true
 }
 
 /// Starts a container process through the zygote: its pid, an error, or
