@@ -212,10 +212,12 @@ fn zygote(sock: OwnedFd, daemon: Pid) -> ! {
     }
 }
 
-/// One request: its length and the five descriptors (`None` if it carried
-/// another number of them); `None` at the end of the stream.
-#[allow(clippy::type_complexity)]
-fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<(usize, Option<[OwnedFd; FDS]>)>> {
+/// A request's length (0 if truncated) and its five descriptors (`None` if
+/// it carried another number of them).
+type Received = (usize, Option<[OwnedFd; FDS]>);
+
+/// One request; `None` at the end of the stream.
+fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<Received>> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; FDS]);
     let msg = recvmsg::<()>(
@@ -279,9 +281,10 @@ fn fork_container(fds: [OwnedFd; FDS], request: &[u8]) -> Result<i32, nix::errno
     }
     drop(report_w);
     drop(fds);
+    // Four bytes written at once to a pipe arrive at once; the zygote has no
+    // signal handler to interrupt the read.
     let mut report = [0u8; 4];
-    let n = read_full(&report_r, &mut report)?;
-    if n != 4 {
+    if nix::unistd::read(report_r.as_raw_fd(), &mut report)? != 4 {
         // The grandchild died before reporting.
         return Err(nix::errno::Errno::ECHILD);
     }
@@ -289,19 +292,6 @@ fn fork_container(fds: [OwnedFd; FDS], request: &[u8]) -> Result<i32, nix::errno
         pid if pid > 0 => Ok(pid),
         e => Err(nix::errno::Errno::from_raw(-e)),
     }
-}
-
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match nix::unistd::read(fd.as_raw_fd(), &mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The grandchild: takes its descriptors and cgroup, reports, and runs the

@@ -9,10 +9,8 @@ use sha2::{Digest, Sha256};
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
-use std::process::Command;
-
 use crate::host::{ppid, processes_matching};
-use crate::support::{Containerd, NetNs, WISP, stderr, stdout, task_status, wait_status};
+use crate::support::{Containerd, NetNs, WISP, stderr, stdout, task_pid, task_status, wait_status};
 
 /// A rootfs directory holding the http-echo app and the echo command.
 fn http_rootfs(dir: &Path) -> String {
@@ -156,13 +154,8 @@ fn http_app_serves_in_its_netns_and_drains_on_sigterm() {
     let pids = c.ok(&["tasks", "ps", "web"]);
     assert!(pids.lines().count() >= 2, "{pids}");
     // The app process sits in the container's cgroup in every v1 hierarchy
-    // (it moved itself there between fork and exec).
-    let pid: u32 = c
-        .ok(&["tasks", "ls"])
-        .lines()
-        .find(|l| l.starts_with("web "))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .expect("pid of web");
+    // (it moved itself there before loading the app).
+    let pid = task_pid(&c, "web").expect("pid of web");
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let expected = format!("/{}/web", c.ns);
     for line in cgroups.lines().filter(|l| !l.starts_with("0::")) {
@@ -254,27 +247,19 @@ fn container_processes_come_from_the_zygote_and_outlive_its_loss() {
     };
     let zygote = children("--wisp-zygote");
     assert_eq!(zygote.len(), 1, "the daemon's zygote: {zygote:?}");
-    let task_pid: u32 = c
-        .ok(&["tasks", "ls"])
-        .lines()
-        .find(|l| l.starts_with("z "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|p| p.parse().ok())
-        .expect("the task's pid");
-    assert_eq!(children("--wisp-container"), vec![task_pid]);
+    let pid = task_pid(&c, "z").expect("the task's pid");
+    assert_eq!(children("--wisp-container"), vec![pid]);
     // The zygote's fork, not an execution of the binary: it never ran the
     // dynamic loader, so its argv[0] is the daemon's, not /proc/self/exe.
-    assert_eq!(cmdline(task_pid)[0], cmdline(daemon)[0]);
+    assert_eq!(cmdline(pid)[0], cmdline(daemon)[0]);
 
     // The zygote dies; the daemon reaps it and starts execs by executing.
     let zygote = zygote[0];
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &zygote.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while Path::new(&format!("/proc/{zygote}")).exists() {
         assert!(Instant::now() < deadline, "the dead zygote was not reaped");
@@ -297,15 +282,7 @@ fn container_processes_come_from_the_zygote_and_outlive_its_loss() {
     assert_eq!(c.exit_of("x"), 0);
     assert_eq!(task_status(&c, "z").as_deref(), Some("RUNNING"));
     assert_eq!(c.kill_and_delete("z"), 137);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !shim_processes(&c).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "shim processes left: {:?}",
-            shim_processes(&c)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_no_shims(&c);
 }
 
 fn cmdline(pid: u32) -> Vec<String> {
@@ -319,6 +296,19 @@ fn cmdline(pid: u32) -> Vec<String> {
 
 fn shim_processes(c: &Containerd) -> Vec<u32> {
     processes_matching("containerd-shim-wisp-v1", &c.address().to_string_lossy())
+}
+
+/// Waits (10 s at most) until no shim process of `c` is left.
+fn wait_no_shims(c: &Containerd) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shim_processes(c).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "shims left: {:?}",
+            shim_processes(c)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn shim_socket(c: &Containerd, id: &str) -> std::path::PathBuf {
@@ -365,15 +355,7 @@ fn nothing_is_left_after_100_create_delete_cycles() {
     }
     eprintln!("100 ctr run --rm cycles: {:?}", started.elapsed());
     // Shims exit after their last container is deleted.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !shim_processes(&c).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "shims left: {:?}",
-            shim_processes(&c)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_no_shims(&c);
     assert_eq!(cgroup_children(&c), Vec::<String>::new(), "cgroups left");
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let state = c.dir.path().join("state").to_string_lossy().into_owned();

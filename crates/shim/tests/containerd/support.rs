@@ -566,6 +566,14 @@ pub fn task_status(c: &Containerd, id: &str) -> Option<String> {
         .and_then(|l| l.split_whitespace().nth(2).map(String::from))
 }
 
+/// Parses `ctr task ls` into the pid of `id`.
+pub fn task_pid(c: &Containerd, id: &str) -> Option<u32> {
+    let out = c.ok(&["tasks", "ls"]);
+    out.lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
 /// Waits until `ctr task ls` shows `status` for `id`.
 pub fn wait_status(c: &Containerd, id: &str, status: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
