@@ -9,9 +9,14 @@
 # Reports the time from go to N instances alive, back to zero, the server's
 # peak and idle memory, errors, and a ping's p50/p99 during the burst.
 #
-# Output: stdout and target/bench/burst-N.{txt,json} (the JSON holds every
-# sample, for benches/plot.py). Exits non-zero on any error. The server is
-# killed on exit. Loopback only.
+# Then the same burst against `native-burst` (crates/bench-native): a plain
+# hyper server with no Wasm that holds each request in a timer, the floor that
+# this machine and this client set under any server's figures.
+#
+# Output: stdout and target/bench/burst-N.{txt,json}, and for the floor
+# burst-native-N.{txt,json} (the JSON holds every sample, for
+# benches/plot.py). Exits non-zero on any error. The servers are killed on
+# exit. Loopback only.
 #
 # Open files: one HTTP/1.1 connection per request needs N files in each of
 # the client and the server; where the hard limit is lower (20,000 on the
@@ -25,21 +30,23 @@
 # for the run and restores it on exit; otherwise it says what to set.
 #
 # Environment: N (default 100000), HOLD (ms each request holds its instance,
-# default 20000: instances start in arrival order, so for all N to be alive
-# at once the first must still hold when the last starts, about 10 s at
+# default 30000: instances start in arrival order, so for all N to be alive
+# at once the first must still hold when the last starts, 10 to 20 s at
 # 100,000 here), RAMP (e.g. 500ms; default 0s, all at once), THREADS (client
 # threads, default 1), WARMUP (requests of a warm-up burst before, default
-# 1000; 0 for none), SKIP_BUILD=1 to use the binaries already built.
+# 1000; 0 for none), FLOOR=0 to skip the native floor, SKIP_BUILD=1 to use the
+# binaries already built.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 N=${N:-100000}
-HOLD=${HOLD:-20000}
+HOLD=${HOLD:-30000}
 RAMP=${RAMP:-0s}
 THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-1000}
+FLOOR=${FLOOR:-1}
 if [[ -z "${HTTP2:-}" ]] && (( N > 15000 )); then HTTP2=100; fi
 HTTP2=${HTTP2:-}
 OUT_DIR=$TARGET_DIR/bench
@@ -69,7 +76,7 @@ if (( have_maps < need_maps )); then
 fi
 
 if [[ -z "${SKIP_BUILD:-}" ]]; then
-    cargo build --release --locked -p wisp -p wisp-load >&2
+    cargo build --release --locked -p wisp -p wisp-load -p wisp-bench-native >&2
     bash guests/install-toolchain.sh >&2
     bash guests/build.sh "$TARGET_DIR/guests" >&2
 fi
@@ -94,7 +101,45 @@ if (( $(ulimit -Hn) < CONNS + 1024 )); then
     exit 1
 fi
 
-"$TARGET_DIR/release/wisp" serve \
+# Starts a server (the command in "$@", which prints `Serving HTTP on
+# http://ADDR/` on stderr once bound) and sets SERVER and ADDR.
+start_server() {
+    local log=$WORK/server.log
+    "$@" 2> "$log" &
+    SERVER=$!
+    for _ in $(seq 1 600); do
+        grep -q "Serving HTTP on" "$log" && break
+        kill -0 "$SERVER" 2>/dev/null || { cat "$log" >&2; exit 1; }
+        sleep 0.1
+    done
+    ADDR=$(sed -n 's#.*Serving HTTP on http://\([^/]*\)/.*#\1#p' "$log" | head -1)
+    [[ -n "$ADDR" ]] || { echo "burst.sh: the server never got ready" >&2; cat "$log" >&2; exit 1; }
+}
+
+stop_server() {
+    kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    SERVER=""
+}
+
+# The burst against the running server; output as NAME-N.{txt,json}.
+run_burst() {
+    local name=$1 what=$2
+    # A warm-up burst of WARMUP requests first: the first burst also grows
+    # structures a server keeps (the runtimes' I/O slabs, the code's resident
+    # pages), so "idle" is measured after it, as a server that has served before.
+    if (( WARMUP > 0 )); then
+        "$TARGET_DIR/release/wisp-load" --requests "$WARMUP" --settle-timeout 5s \
+            "http://$ADDR/sleep?ms=200" > "$WORK/warmup.txt" || { cat "$WORK/warmup.txt" >&2; exit 1; }
+    fi
+    {
+        echo "# $what burst: N=$N HOLD=${HOLD}ms RAMP=$RAMP, $PROTO, $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(git rev-parse --short HEAD)"
+        "$TARGET_DIR/release/wisp-load" --requests "$N" --pid "$SERVER" --ramp "$RAMP" \
+            --threads "$THREADS" --settle-timeout 20s "${LOAD_ARGS[@]}" \
+            --json "$OUT_DIR/$name-$N.json" "http://$ADDR/sleep?ms=$HOLD"
+    } | tee "$OUT_DIR/$name-$N.txt"
+}
+
+start_server "$TARGET_DIR/release/wisp" serve \
     --listen 127.0.0.1:0 \
     --max-connections "$CONNS" \
     --max-streams-per-connection "$STREAMS" \
@@ -103,27 +148,13 @@ fi
     --memory-reservation 16MiB --memory-guard 0 --keep-resident 0 --memory-init copy \
     --backlog 65535 \
     --cache-dir "$WORK/cache" \
-    "$APP" 2> "$WORK/serve.log" &
-SERVER=$!
-for _ in $(seq 1 600); do
-    grep -q "Serving HTTP on" "$WORK/serve.log" && break
-    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
-    sleep 0.1
-done
-ADDR=$(sed -n 's#.*Serving HTTP on http://\([^/]*\)/.*#\1#p' "$WORK/serve.log" | head -1)
-[[ -n "$ADDR" ]] || { echo "burst.sh: the server never got ready" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+    "$APP"
+run_burst burst wisp
+stop_server
 
-# A warm-up burst of WARMUP requests first: the first burst also grows
-# structures a server keeps (the runtimes' I/O slabs, the code's resident
-# pages), so "idle" is measured after it, as a server that has served before.
-if (( WARMUP > 0 )); then
-    "$TARGET_DIR/release/wisp-load" --requests "$WARMUP" --settle-timeout 5s \
-        "http://$ADDR/sleep?ms=200" > "$WORK/warmup.txt" || { cat "$WORK/warmup.txt" >&2; exit 1; }
+if [[ "$FLOOR" != 0 ]]; then
+    echo
+    start_server "$TARGET_DIR/release/native-burst" --listen 127.0.0.1:0 --max-streams "$STREAMS"
+    run_burst burst-native "native floor (no Wasm)"
+    stop_server
 fi
-
-{
-    echo "# wisp burst: N=$N HOLD=${HOLD}ms RAMP=$RAMP, $PROTO, $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(git rev-parse --short HEAD)"
-    "$TARGET_DIR/release/wisp-load" --requests "$N" --pid "$SERVER" --ramp "$RAMP" \
-        --threads "$THREADS" --settle-timeout 20s "${LOAD_ARGS[@]}" \
-        --json "$OUT_DIR/burst-$N.json" "http://$ADDR/sleep?ms=$HOLD"
-} | tee "$OUT_DIR/burst-$N.txt"

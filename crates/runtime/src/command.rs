@@ -184,7 +184,7 @@ fn prepare_inner(
     stdio: Stdio,
     meter: Option<&Arc<Meter>>,
 ) -> Result<Prepared, RunError> {
-    let grants = Grants::new(&config.capabilities);
+    let grants = Grants::new(&config.capabilities)?;
     let mut builder = WasiCtxBuilder::new();
     builder.args(args);
     match stdio {
@@ -202,7 +202,7 @@ fn prepare_inner(
                 .stderr(BoxedOut(stderr));
         }
     }
-    grants.apply(&mut builder)?;
+    grants.apply(&mut builder);
 
     let mut limits = StoreLimitsBuilder::new().trap_on_grow_failure(true);
     if let Some(max) = config.limits.max_memory {
@@ -223,7 +223,9 @@ fn prepare_inner(
             })
             .map_err(instantiate_err)?;
             let pre = linker.instantiate_pre(module).map_err(instantiate_err)?;
-            (Some(builder.build_p1()), None, Entry::Module(pre))
+            let mut p1 = builder.build_p1();
+            grants.give_dirs(p1.ctx().ctx);
+            (Some(p1), None, Entry::Module(pre))
         }
         (AppShape::P2Command, Code::Component(component)) => {
             let mut linker = wasmtime::component::Linker::<CommandState>::new(wt);
@@ -232,7 +234,9 @@ fn prepare_inner(
                 .instantiate_pre(component)
                 .and_then(CommandPre::new)
                 .map_err(instantiate_err)?;
-            let p2 = (builder.build(), ResourceTable::new());
+            let mut wasi = builder.build();
+            grants.give_dirs(&mut wasi);
+            let p2 = (wasi, ResourceTable::new());
             (None, Some(p2), Entry::Component(pre))
         }
         (shape, _) => {

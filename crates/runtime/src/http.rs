@@ -92,6 +92,9 @@ pub enum ServeError {
         #[source]
         source: wasmtime::Error,
     },
+    /// A granted directory could not be opened.
+    #[error(transparent)]
+    Grants(#[from] crate::wasi::WasiError),
     /// The listening socket could not be set up.
     #[error("failed to listen on {addr}")]
     Bind {
@@ -317,7 +320,7 @@ impl HttpServer {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
                 executor,
-                grants: Grants::new(&config.capabilities),
+                grants: Grants::new(&config.capabilities)?,
                 max_memory: AtomicUsize::new(
                     config
                         .limits
@@ -388,7 +391,7 @@ impl HttpServer {
     /// reports ready, and by the instantiation benchmark.
     pub async fn instantiate_once(&self) -> Result<(), wasmtime::Error> {
         let mut builder = WasiCtxBuilder::new();
-        self.inner.grants.apply(&mut builder)?;
+        self.inner.grants.apply(&mut builder);
         match &self.inner.executor {
             Executor::Proxy(pre) => {
                 let mut store = self.new_store(self.proxy_state(builder));
@@ -403,8 +406,10 @@ impl HttpServer {
     }
 
     fn proxy_state(&self, mut builder: WasiCtxBuilder) -> ProxyState {
+        let mut wasi = builder.build();
+        self.inner.grants.give_dirs(&mut wasi);
         ProxyState {
-            wasi: builder.build(),
+            wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks: self.inner.grants.outbound(),
@@ -415,8 +420,10 @@ impl HttpServer {
     }
 
     fn wagi_state(&self, mut builder: WasiCtxBuilder) -> WagiState {
+        let mut wasi = builder.build_p1();
+        self.inner.grants.give_dirs(wasi.ctx().ctx);
         WagiState {
-            wasi: builder.build_p1(),
+            wasi,
             limits: self.limits(),
             _live: LiveGuard::new(&self.inner.live),
             _epoch: self.inner.engine.running(),
@@ -555,13 +562,7 @@ impl HttpServer {
     {
         let mut builder = WasiCtxBuilder::new();
         self.inner.output.apply(&mut builder);
-        if let Err(e) = self.inner.grants.apply(&mut builder) {
-            tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
-            return ProxyEnd::Refused(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error\n",
-            ));
-        }
+        self.inner.grants.apply(&mut builder);
         let mut store = self.new_store(self.proxy_state(builder));
         let resources = store
             .data_mut()
@@ -655,13 +656,7 @@ impl HttpServer {
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone());
         self.inner.output.apply_stderr(&mut builder);
-        if let Err(e) = self.inner.grants.apply(&mut builder) {
-            tracing::error!(error = %crate::error_chain(&e), "failed to prepare guest context");
-            return Err(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error\n",
-            ));
-        }
+        self.inner.grants.apply(&mut builder);
         let mut store = self.new_store(self.wagi_state(builder));
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;

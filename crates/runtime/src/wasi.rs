@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
+use wasmtime_wasi::filesystem::WasiFilesystemCtx;
 use wasmtime_wasi::sockets::SocketAddrUse;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks};
 
 use crate::config::{Capabilities, OutboundPattern};
@@ -28,23 +29,56 @@ pub enum WasiError {
 }
 
 /// The capabilities of an app, prepared once and applied to every instance.
-#[derive(Debug, Clone)]
+///
+/// The granted directories are opened once, here, and every instance's
+/// context shares those descriptors (wasmtime-wasi keeps a preopen as an
+/// `Arc` of its descriptor, and every path under it is resolved relative to
+/// it, with no state of its own: a directory listing opens a descriptor of
+/// its own). Opening them per instance cost two open files per live instance
+/// of a container (its rootfs and `/dev/shm`), so the open-file limit, not
+/// memory, bounded the instances alive at once; and a system call each.
+#[derive(Clone)]
 pub struct Grants {
     caps: Arc<Capabilities>,
     env: Arc<[(String, String)]>,
+    dirs: WasiFilesystemCtx,
+}
+
+impl std::fmt::Debug for Grants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("caps", &self.caps)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Grants {
-    /// Prepares `caps`.
-    pub fn new(caps: &Capabilities) -> Self {
-        Self {
+    /// Prepares `caps`, opening its directories.
+    pub fn new(caps: &Capabilities) -> Result<Self, WasiError> {
+        let mut builder = WasiCtxBuilder::new();
+        for dir in &caps.dirs {
+            let perms = if dir.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|source| WasiError::Preopen {
+                    path: dir.host.clone(),
+                    source,
+                })?;
+        }
+        let dirs = builder.build().filesystem().clone();
+        Ok(Self {
             env: caps
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             caps: Arc::new(caps.clone()),
-        }
+            dirs,
+        })
     }
 
     /// The granted environment.
@@ -59,23 +93,17 @@ impl Grants {
         }
     }
 
-    /// Applies env, preopens and network rules to `builder`. Stdio and args are the
+    /// Gives `wasi`, built from a builder that [`apply`](Self::apply) prepared,
+    /// the granted directories: the descriptors opened once, shared.
+    pub fn give_dirs(&self, wasi: &mut WasiCtx) {
+        *wasi.filesystem() = self.dirs.clone();
+    }
+
+    /// Applies env and network rules to `builder`; the directories come with
+    /// [`give_dirs`](Self::give_dirs) once it is built. Stdio and args are the
     /// caller's business.
-    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), WasiError> {
+    pub fn apply(&self, builder: &mut WasiCtxBuilder) {
         builder.envs(&self.env);
-        for dir in &self.caps.dirs {
-            let perms = if dir.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&dir.host, &dir.guest, perms)
-                .map_err(|source| WasiError::Preopen {
-                    path: dir.host.clone(),
-                    source,
-                })?;
-        }
         let patterns = &self.caps.allow_outbound;
         let socket_patterns: Vec<OutboundPattern> = patterns
             .iter()
@@ -99,7 +127,6 @@ impl Grants {
                 Box::pin(async move { allowed })
             });
         }
-        Ok(())
     }
 }
 
@@ -189,7 +216,7 @@ mod tests {
     #[test]
     fn outbound_policy_checks_scheme_host_port() {
         let mut caps = Capabilities::default();
-        let policy = Grants::new(&caps).outbound();
+        let policy = Grants::new(&caps).unwrap().outbound();
         assert!(
             !policy.allows(&"http://127.0.0.1:8080/".parse().unwrap()),
             "default deny"
@@ -198,7 +225,7 @@ mod tests {
             "http://127.0.0.1:8080".parse().unwrap(),
             "tcp://127.0.0.1:*".parse().unwrap(),
         ];
-        let policy = Grants::new(&caps).outbound();
+        let policy = Grants::new(&caps).unwrap().outbound();
         assert!(policy.allows(&"http://127.0.0.1:8080/x?y".parse().unwrap()));
         assert!(!policy.allows(&"http://127.0.0.1:8081/".parse().unwrap()));
         assert!(!policy.allows(&"https://127.0.0.1:8080/".parse().unwrap()));

@@ -156,6 +156,64 @@ async fn env_is_granted() {
     assert_eq!(get(&s, "/env?name=HOME").await.0, StatusCode::NOT_FOUND);
 }
 
+/// Descriptors of this process open on `dir`.
+fn fds_on(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target == dir)
+        .count()
+}
+
+/// A granted directory is opened once, when the app is prepared, and every
+/// instance shares that descriptor: live instances do not hold open files
+/// of their own (which bounded a node's live instances by its file limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_dirs_are_opened_once_for_all_live_instances() {
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().canonicalize().unwrap();
+    let mut config = Config::default();
+    config
+        .capabilities
+        .dirs
+        .push(format!("{}::/data", dir.display()).parse().unwrap());
+    let s = server(&guests::http_echo(), &config);
+    assert_eq!(fds_on(&dir), 1, "opened when the app is prepared");
+    let held: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { get(&s, "/sleep?ms=1000").await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.live_instances() < 20 {
+        assert!(Instant::now() < deadline, "20 instances never alive");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(fds_on(&dir), 1, "with 20 instances alive");
+    for h in held {
+        assert_eq!(h.await.unwrap(), (StatusCode::OK, "slept 1000\n".into()));
+    }
+    drop(s);
+    assert_eq!(fds_on(&dir), 0, "closed with the app");
+}
+
+/// A directory that cannot be opened fails the app's preparation, naming it.
+#[test]
+fn a_granted_dir_that_cannot_be_opened_fails_the_server() {
+    let mut config = Config::default();
+    config
+        .capabilities
+        .dirs
+        .push("/nonexistent/wisp-test::/data".parse().unwrap());
+    let e = engine(true, None);
+    let app = load(&e, &guests::http_echo());
+    let Err(err) = HttpServer::new(&e, &app, &config) else {
+        panic!("a server with a missing directory");
+    };
+    assert!(err.to_string().contains("/nonexistent/wisp-test"), "{err}");
+}
+
 /// A one-connection-at-a-time HTTP upstream on loopback.
 fn upstream(body: &'static str) -> (u16, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
