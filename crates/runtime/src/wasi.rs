@@ -94,7 +94,10 @@ impl Grants {
     }
 
     /// Gives `wasi`, built from a builder that [`apply`](Self::apply) prepared,
-    /// the granted directories: the descriptors opened once, shared.
+    /// the granted directories: the descriptors opened once, shared. This
+    /// replaces the context's whole filesystem part, so a builder's
+    /// `allow_blocking_current_thread` (which wisp leaves at its default) is
+    /// reset with it.
     pub fn give_dirs(&self, wasi: &mut WasiCtx) {
         *wasi.filesystem() = self.dirs.clone();
     }
