@@ -9,7 +9,7 @@
 # Reports the time from go to N instances alive, back to zero, the server's
 # peak and idle memory, errors, and a ping's p50/p99 during the burst.
 #
-# Then the same burst against `native-burst` (crates/bench-native): a plain
+# Then the same burst runs against `native-burst` (crates/bench-native): a plain
 # hyper server with no Wasm that holds each request in a timer, the floor that
 # this machine and this client set under any server's figures.
 #

@@ -170,6 +170,10 @@ pub struct Sample {
     pub queued: usize,
     /// The server process's resident memory, if its pid was given.
     pub rss_bytes: Option<u64>,
+    /// The server process's CPU time (user + system) and minor page faults
+    /// so far, if its pid was given.
+    pub cpu_ms: Option<f64>,
+    pub minor_faults: Option<u64>,
     /// Requests sent and responses completed so far.
     pub sent: usize,
     pub done: usize,
@@ -202,6 +206,11 @@ pub struct BurstReport {
     pub peak_live: usize,
     /// Go to the first sample with every request's instance alive.
     pub all_live_ms: Option<f64>,
+    /// The server's CPU time and minor page faults from the last sample
+    /// before go to the first with every instance alive, per instance: what
+    /// starting an instance cost in the burst.
+    pub ramp_cpu_us_per_instance: Option<f64>,
+    pub ramp_faults_per_instance: Option<f64>,
     /// Go to the first and the last response.
     pub first_response_ms: f64,
     pub last_response_ms: f64,
@@ -282,12 +291,43 @@ impl std::fmt::Display for BurstReport {
             self.pings.count,
             self.pings.errors
         )?;
+        if let (Some(cpu), Some(faults)) =
+            (self.ramp_cpu_us_per_instance, self.ramp_faults_per_instance)
+        {
+            writeln!(
+                f,
+                "  server, go to all live   {cpu:.0} µs of CPU and {faults:.1} minor faults per instance"
+            )?;
+        }
         write!(f, "  ok {}, errors {}", self.ok, self.errors_total())?;
         for (kind, n) in &self.errors {
             write!(f, "\n    {n} x {kind}")?;
         }
         Ok(())
     }
+}
+
+/// CPU time (user + system, ms) and minor page faults of `pid` so far, from
+/// `/proc/PID/stat`.
+pub fn cpu_and_faults(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// Parses `/proc/PID/stat`: fields 10 (minflt), 14 (utime) and 15 (stime),
+/// counted after the command name, which may hold spaces and parentheses.
+fn parse_stat(stat: &str) -> Option<(f64, u64)> {
+    let rest: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    // `rest[0]` is field 3 (state).
+    let minflt: u64 = rest.get(7)?.parse().ok()?;
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(((utime + stime) as f64 * 1000.0 / hz, minflt))
 }
 
 /// Resident memory of `pid` from `/proc/PID/statm` (one line, cheap to read).
@@ -483,6 +523,14 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
             })
             .map(|s| s.t_ms)
     });
+    let all_live = samples.iter().find(|s| s.live_instances >= opts.requests);
+    let before_go = samples.iter().rev().find(|s| s.t_ms <= 0.0);
+    let per_instance = |f: fn(&Sample) -> Option<f64>| {
+        let (a, b) = (f(before_go?)?, f(all_live?)?);
+        Some((b - a) / opts.requests.max(1) as f64)
+    };
+    let ramp_cpu_us_per_instance = per_instance(|s| s.cpu_ms).map(|ms| ms * 1000.0);
+    let ramp_faults_per_instance = per_instance(|s| s.minor_faults.map(|n| n as f64));
     Ok(BurstReport {
         requests: opts.requests,
         sources: sources.len(),
@@ -494,10 +542,9 @@ pub fn burst(opts: &BurstOptions) -> Result<BurstReport, LoadError> {
             .find(|s| s.sent >= opts.requests)
             .map_or(f64::NAN, |s| s.t_ms),
         peak_live: samples.iter().map(|s| s.live_instances).max().unwrap_or(0),
-        all_live_ms: samples
-            .iter()
-            .find(|s| s.live_instances >= opts.requests)
-            .map(|s| s.t_ms),
+        all_live_ms: all_live.map(|s| s.t_ms),
+        ramp_cpu_us_per_instance,
+        ramp_faults_per_instance,
         first_response_ms: first_ms,
         last_response_ms: last_ms,
         to_zero_ms: to_zero.map(|t| t - first_ms),
@@ -874,12 +921,15 @@ fn sampler(
                 let Some((live, executing, queued)) = parse_stats(&body) else {
                     continue;
                 };
+                let usage = opts.server_pid.and_then(cpu_and_faults);
                 let sample = Sample {
                     t_ms: shared.since_start(Instant::now()),
                     live_instances: live,
                     executing,
                     queued,
                     rss_bytes: opts.server_pid.and_then(rss_bytes),
+                    cpu_ms: usage.map(|u| u.0),
+                    minor_faults: usage.map(|u| u.1),
                     sent: shared.sent.load(Ordering::Relaxed),
                     done: shared.done.load(Ordering::Relaxed),
                 };
@@ -893,6 +943,20 @@ fn sampler(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_fields_are_found_after_the_command_name() {
+        // A command name with spaces and a parenthesis, as `wisp-serve-1) x`.
+        let stat = "1234 (wisp (x) y) S 1 1234 1234 0 -1 4194560 5678 0 0 0 250 50 0 0 20 0 3 0";
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let (cpu_ms, minflt) = parse_stat(stat).unwrap();
+        assert_eq!(minflt, 5678);
+        assert!((cpu_ms - 300.0 * 1000.0 / hz).abs() < 1e-9, "{cpu_ms}");
+        assert_eq!(parse_stat("1234 (truncated"), None);
+        let me = cpu_and_faults(std::process::id()).unwrap();
+        assert!(me.1 > 0, "this process has faulted pages in");
+    }
 
     #[test]
     fn targets_parse() {
