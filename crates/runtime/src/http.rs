@@ -794,6 +794,19 @@ impl HttpServer {
         Ok(report)
     }
 
+    /// [`serve`](Self::serve), with the connection limit shared with other
+    /// threads serving this app (each on its own listener of one SO_REUSEPORT
+    /// group, see [`bind_group`]).
+    pub async fn serve_sharing(
+        self,
+        listener: TcpListener,
+        conns: Arc<Semaphore>,
+        drain: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) -> DrainReport {
+        self.serve_shared(listener, conns, drain, shutdown).await
+    }
+
     async fn serve_shared(
         self,
         listener: TcpListener,
@@ -889,7 +902,11 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServeError> {
 
 /// [`bind`], joining the SO_REUSEPORT group of `addr` when `reuseport` (this
 /// process's other listeners on it; the kernel only groups sockets of one user).
-fn bind_group(addr: SocketAddr, backlog: u32, reuseport: bool) -> Result<TcpListener, ServeError> {
+pub fn bind_group(
+    addr: SocketAddr,
+    backlog: u32,
+    reuseport: bool,
+) -> Result<TcpListener, ServeError> {
     let err = |source| ServeError::Bind { addr, source };
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()

@@ -8,15 +8,18 @@
 //! instance pool for the node.
 //!
 //! Each hosted app keeps its pod's semantics:
-//! - its listener is bound inside the pod's network namespace (a helper
-//!   thread `setns`es, binds, and exits; the socket stays in that netns),
-//!   and its serving thread joins that netns too, so outgoing connections
+//! - its listeners are bound inside the pod's network namespace (a helper
+//!   thread `setns`es, binds, and exits; the sockets stay in that netns),
+//!   and its serving threads join that netns too, so outgoing connections
 //!   leave from the pod;
 //! - its env, preopens, args and per-instance memory cap come from its own
 //!   spec, and its guests' stdout/stderr go to its own FIFOs;
-//! - it is served by a thread of its own (a current-thread runtime), so a
-//!   kill drops exactly its connections and instances, and a busy app
-//!   competes with the others through the kernel's scheduler only;
+//! - it is served by threads of its own, one per CPU of its limit (rounded
+//!   up; all the node's CPUs without one), as a per-pod app is. Each is a
+//!   current-thread runtime with its own listener in one SO_REUSEPORT group,
+//!   all in the container's CPU cgroups. So a kill drops exactly its
+//!   connections and instances, and a busy app competes with the others
+//!   through the kernel's scheduler only;
 //! - its memory and CPU are metered per app (`wisp_runtime::meter`) for
 //!   Stats, since it has no cgroup of its own.
 //!
@@ -171,7 +174,10 @@ impl NodeHost {
         let rt = current_thread()?;
         rt.block_on(server.instantiate_once())
             .map_err(|e| io::Error::other(format!("failed to instantiate `{module}`: {e:#}")))?;
-        let (listener, netns) = bind_in_netns(netns, plan.listen)?;
+        // One listener per serving thread (the CPU limit, rounded up), in one
+        // SO_REUSEPORT group: the kernel spreads the connections over them.
+        let (listener, netns) =
+            bind_in_netns(netns, plan.listen, plan.threads, config.server.backlog)?;
         Ok(Some(HostedApp {
             work: Work::Serve {
                 server,
@@ -226,8 +232,8 @@ pub struct HostedApp {
 enum Work {
     Serve {
         server: HttpServer,
-        /// The listener and the pod's netns, until Start.
-        listener: Mutex<Option<(TcpListener, File)>>,
+        /// A listener per serving thread and the pod's netns, until Start.
+        listener: Mutex<Option<(Vec<TcpListener>, File)>>,
     },
     /// Until Start.
     Run(Mutex<Option<Box<Command>>>),
@@ -250,7 +256,8 @@ struct Running {
 }
 
 impl HostedApp {
-    /// Starts it on a thread of its own; `on_exit` gets the exit status
+    /// Starts it on a thread of its own (an HTTP app: and one more per
+    /// further listener, see [`serve_threads`]); `on_exit` gets the exit status
     /// (the command's, or 128 + the signal that stopped it) at the end.
     ///
     /// `cpu_tasks` are the container cgroup's CPU `tasks` files: the thread
@@ -275,14 +282,14 @@ impl HostedApp {
         };
         match &self.work {
             Work::Serve { server, listener } => {
-                let (listener, netns) = lock(listener)
+                let (listeners, netns) = lock(listener)
                     .take()
                     .ok_or_else(|| io::Error::other("the app was started already"))?;
                 let server = server.clone();
-                std::thread::Builder::new().name(name).spawn(move || {
-                    // The app's thread lives in the pod's netns, so the guests'
-                    // outgoing connections (made on this thread, as are the
-                    // resolver threads it starts) leave from the pod, as they
+                std::thread::Builder::new().name(name.clone()).spawn(move || {
+                    // The app's threads live in the pod's netns, so the guests'
+                    // outgoing connections (made on these threads, as are the
+                    // resolver threads they start) leave from the pod, as they
                     // would from a container process.
                     if let Err(e) = setns(&netns, CloneFlags::CLONE_NEWNET) {
                         tracing::error!(error = %e, "hosted app: failed to join the pod's netns");
@@ -291,21 +298,7 @@ impl HostedApp {
                     }
                     drop(netns);
                     join_cpu();
-                    let drained = got.clone();
-                    let code = run_until_killed(kill_rx, &got, async move {
-                        let listener = match tokio::net::TcpListener::from_std(listener) {
-                            Ok(l) => l,
-                            Err(e) => {
-                                tracing::error!(error = %e, "hosted app: listener");
-                                return 1;
-                            }
-                        };
-                        let serve = server.serve(listener, APP_MAX_CONNECTIONS, DRAIN, async {
-                            let _ = drain_rx.await;
-                        });
-                        serve.await;
-                        128 + drained.load(Ordering::SeqCst)
-                    });
+                    let code = serve_threads(server, listeners, &name, drain_rx, kill_rx, &got);
                     on_exit(code);
                 })?;
             }
@@ -403,6 +396,116 @@ impl Command {
     }
 }
 
+/// How the app's extra serving threads are told to stop.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Serve,
+    Drain,
+    Kill,
+}
+
+/// Serves the app on this thread, with the first listener, and on a thread
+/// per further listener. The extra threads are started from this one, so they
+/// are in the pod's netns and the container's CPU cgroups as it is (a new
+/// thread takes both from the thread that creates it). They share the app's
+/// connection limit; a drain or a kill reaches all of them, and this returns
+/// once every one has stopped: the exit status, as [`run_until_killed`].
+fn serve_threads(
+    server: HttpServer,
+    listeners: Vec<TcpListener>,
+    name: &str,
+    drain_rx: tokio::sync::oneshot::Receiver<()>,
+    kill_rx: tokio::sync::oneshot::Receiver<()>,
+    got: &Arc<AtomicI32>,
+) -> i32 {
+    let conns = Arc::new(tokio::sync::Semaphore::new(APP_MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::Serve);
+    let mut listeners = listeners.into_iter();
+    let Some(first) = listeners.next() else {
+        tracing::error!("hosted app: no listener");
+        return 1;
+    };
+    let mut workers = Vec::new();
+    for (i, l) in listeners.enumerate() {
+        let (server, conns, stop) = (server.clone(), conns.clone(), stop_rx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-{}", i + 1))
+            .spawn(move || serve_worker(server, l, conns, stop));
+        match spawned {
+            Ok(h) => workers.push(h),
+            // Fewer threads serve; the listener is closed, so the kernel
+            // sends its connections to the others.
+            Err(e) => tracing::warn!(error = %e, "hosted app: serving thread not started"),
+        }
+    }
+    let drained = got.clone();
+    let draining = stop_tx.clone();
+    let work = async move {
+        let listener = match tokio::net::TcpListener::from_std(first) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "hosted app: listener");
+                return 1;
+            }
+        };
+        let serve = server.serve_sharing(listener, conns, DRAIN, async move {
+            let _ = drain_rx.await;
+            let _ = draining.send(Stop::Drain);
+        });
+        serve.await;
+        128 + drained.load(Ordering::SeqCst)
+    };
+    // As `run_until_killed`, knowing whether the kill fired: a SIGKILL during
+    // a drain reports the SIGTERM that began it, and must still stop the
+    // other threads at once.
+    let (code, killed) = match current_thread() {
+        Ok(rt) => rt.block_on(async move {
+            tokio::select! {
+                code = work => (code, false),
+                _ = kill_rx => (128 + got.load(Ordering::SeqCst), true),
+            }
+        }),
+        Err(_) => (1, true),
+    };
+    // Drained: the others drain too (told when this one began); killed, or
+    // ended without a drain: they stop at once.
+    if killed || *stop_tx.borrow() == Stop::Serve {
+        let _ = stop_tx.send(Stop::Kill);
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    code
+}
+
+/// One extra serving thread of a hosted app, until told to stop.
+fn serve_worker(
+    server: HttpServer,
+    listener: TcpListener,
+    conns: Arc<tokio::sync::Semaphore>,
+    stop: tokio::sync::watch::Receiver<Stop>,
+) {
+    let Ok(rt) = current_thread() else { return };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "hosted app: listener");
+                return;
+            }
+        };
+        let mut killed = stop.clone();
+        let mut drain = stop;
+        // A closed channel (the app's thread is gone) stops it as a kill.
+        tokio::select! {
+            _ = server.serve_sharing(listener, conns, DRAIN, async move {
+                let _ = drain.wait_for(|s| *s != Stop::Serve).await;
+            }) => {}
+            _ = killed.wait_for(|s| *s == Stop::Kill) => {}
+        }
+    });
+}
+
 /// Runs `work` on a current-thread runtime of this thread until it ends or
 /// `kill` fires (then 128 + the signal recorded in `got`). Dropping the
 /// runtime drops the work's connections and instances.
@@ -422,16 +525,19 @@ fn run_until_killed(
     code
 }
 
-/// Binds `addr` inside the network namespace at `netns`, or a fresh one when
+/// Binds `count` listeners on `addr` (one SO_REUSEPORT group when there are
+/// several) inside the network namespace at `netns`, or a fresh one when
 /// there is none, from a helper thread: a netns is per thread, and a socket
-/// keeps the one it was made in. Returns the listener and the netns.
+/// keeps the one it was made in. Returns the listeners and the netns.
 fn bind_in_netns(
     netns: Option<PathBuf>,
     addr: std::net::SocketAddr,
-) -> io::Result<(TcpListener, File)> {
+    count: usize,
+    backlog: u32,
+) -> io::Result<(Vec<TcpListener>, File)> {
     std::thread::Builder::new()
         .name("wisp-bind".into())
-        .spawn(move || -> io::Result<(TcpListener, File)> {
+        .spawn(move || -> io::Result<(Vec<TcpListener>, File)> {
             match &netns {
                 Some(path) => {
                     let f = File::open(path).map_err(|e| {
@@ -450,11 +556,24 @@ fn bind_in_netns(
                     crate::netns::loopback_up()?;
                 }
             }
-            let l = TcpListener::bind(addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("failed to listen on {addr}: {e}"))
-            })?;
-            l.set_nonblocking(true)?;
-            Ok((l, File::open("/proc/thread-self/ns/net")?))
+            // tokio's socket options need a runtime to listen; the listeners
+            // leave it as std ones.
+            let rt = current_thread()?;
+            let group = count > 1;
+            let mut listeners = Vec::with_capacity(count.max(1));
+            let mut at = addr;
+            for _ in 0..count.max(1) {
+                let l = rt
+                    .block_on(async { wisp_runtime::http::bind_group(at, backlog, group) })
+                    .map_err(|e| {
+                        let e = wisp_runtime::error_chain(&e);
+                        io::Error::other(format!("failed to listen on {addr}: {e}"))
+                    })?;
+                // Port 0: the others join the port the first one got.
+                at = l.local_addr()?;
+                listeners.push(l.into_std()?);
+            }
+            Ok((listeners, File::open("/proc/thread-self/ns/net")?))
         })?
         .join()
         .map_err(|_| io::Error::other("the bind thread panicked"))?

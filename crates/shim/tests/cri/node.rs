@@ -279,6 +279,90 @@ fn a_hostile_pod_in_node_mode_does_not_disturb_its_neighbour() {
     eprintln!("healthy requests served during the attack: {served}");
 }
 
+/// The node process's threads serving the container `id` (named
+/// `wisp-app-` and the id's start, cut to the kernel's 15 characters), with
+/// their CPU time so far in ns (`schedstat`).
+fn app_threads(node: u32, id: &str) -> Vec<(u32, u64)> {
+    let comm = format!("wisp-app-{}", &id[..6]);
+    std::fs::read_dir(format!("/proc/{node}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{node}/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim() == comm)
+        })
+        .map(|tid| {
+            let ns = std::fs::read_to_string(format!("/proc/{node}/task/{tid}/schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
+            (tid, ns)
+        })
+        .collect()
+}
+
+/// An app in node mode is served by a thread per CPU of its limit (all the
+/// node's CPUs without one), as a per-pod app is: every one of them serves,
+/// and every one is in the container's CPU cgroup.
+#[test]
+fn a_node_mode_app_is_served_by_a_thread_per_cpu_of_its_limit() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cri = Cri::start();
+    let echo = cri.import_wasm_app("echo-app", &guests::http_echo(), &[]);
+    let wide_pod = cri.run_pod("wide", WISP_NODE);
+    let mut wide = container("app", &echo);
+    env(&mut wide, &[("PORT", "8080")]);
+    let wide_id = cri.run(&wide_pod, wide);
+    let narrow_pod = cri.run_pod("narrow", WISP_NODE);
+    let mut narrow = container("app", &echo);
+    env(&mut narrow, &[("PORT", "8080")]);
+    let resources = narrow.linux.as_mut().unwrap().resources.as_mut().unwrap();
+    resources.cpu_period = 100_000;
+    resources.cpu_quota = 100_000;
+    let narrow_id = cri.run(&narrow_pod, narrow);
+    assert_eq!(wait_ready(&wide_pod.ip, 8080, "/"), "hello from wisp\n");
+    assert_eq!(wait_ready(&narrow_pod.ip, 8080, "/"), "hello from wisp\n");
+    let node = daemons(&cri)[0];
+
+    assert_eq!(app_threads(node, &narrow_id).len(), 1, "a 1-CPU limit");
+    let before = app_threads(node, &wide_id);
+    assert_eq!(before.len(), cpus, "no limit: a thread per CPU");
+    // Connections are spread over the threads' listeners by their addresses;
+    // with 100 of them, each thread gets some.
+    for _ in 0..100 {
+        assert_eq!(http_get(&wide_pod.ip, 8080, "/").map(|r| r.0), Some(200));
+    }
+    let after = app_threads(node, &wide_id);
+    for (tid, ns) in &before {
+        let now = after
+            .iter()
+            .find(|(t, _)| t == tid)
+            .expect("thread still there")
+            .1;
+        assert!(
+            now - ns >= 1_000_000,
+            "thread {tid} ran {} µs for 100 requests: {before:?} -> {after:?}",
+            (now - ns) / 1000
+        );
+        let cgroups = std::fs::read_to_string(format!("/proc/{node}/task/{tid}/cgroup")).unwrap();
+        let cpu = cgroups
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == "cpu"))
+            })
+            .unwrap_or_default();
+        assert!(cpu.ends_with(&wide_id), "thread {tid}: {cpu}");
+    }
+    cri.remove_pod(&wide_pod.id);
+    cri.remove_pod(&narrow_pod.id);
+    assert!(
+        app_threads(node, &wide_id).is_empty(),
+        "threads gone with the pod"
+    );
+}
+
 #[test]
 fn update_in_node_mode_sets_the_apps_cpu_limit_and_instance_memory_cap() {
     let cri = Cri::start();
