@@ -10,8 +10,8 @@
 //! load endpoint sampled every 5 ms, a ping every 10 ms. Prints the report and
 //! writes it to `target/bench/node-burst-N.json` for `benches/plot.py`.
 //!
-//! A hosted app is served by one thread of the node process, so its instances
-//! start at about half the rate of `wisp serve` on two cores.
+//! The pod has no CPU limit, so its app is served by one thread of the node
+//! process (a thread per CPU of a limit otherwise).
 //!
 //! Open files no longer bound N: each live instance of a CRI container used
 //! to hold two directory descriptors (its preopens, the rootfs and

@@ -137,8 +137,10 @@ pub struct WasmPlan {
     pub request_timeout: std::time::Duration,
     /// Compiled-code cache shared by every container on the node.
     pub cache_dir: Option<PathBuf>,
-    /// Serving threads (the CPU limit, rounded up).
+    /// Serving threads (the CPU limit, rounded up; the host's CPUs without one).
     pub threads: usize,
+    /// Whether the spec sets a CPU limit (a CFS quota).
+    pub cpu_limited: bool,
     /// Requests in instances at once (HTTP apps).
     pub max_concurrent_requests: u32,
 }
@@ -374,6 +376,7 @@ pub fn wasm_plan(
         request_timeout,
         cache_dir: host.cache_dir.clone(),
         threads: host.cpus.max(1),
+        cpu_limited: false,
         max_concurrent_requests,
     };
     if let Some(linux) = spec.linux() {
@@ -404,6 +407,7 @@ pub fn wasm_plan(
             {
                 let cpus = (quota as u64).div_ceil(period) as usize;
                 plan.threads = cpus.clamp(1, plan.threads);
+                plan.cpu_limited = true;
             }
         }
     }
@@ -693,6 +697,7 @@ mod tests {
         assert_eq!(plan.listen, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(plan.max_memory, Some(64 << 20));
         assert_eq!(plan.threads, 2);
+        assert!(plan.cpu_limited);
         assert_eq!(plan.join, [PathBuf::from("/var/run/netns/x")]);
         assert!(plan.unshare_uts && !plan.unshare_net && !plan.unshare_ipc);
         assert_eq!(
