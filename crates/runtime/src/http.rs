@@ -692,7 +692,7 @@ impl HttpServer {
         shutdown: impl Future<Output = ()>,
     ) -> DrainReport {
         let conns = Arc::new(Semaphore::new(max_connections));
-        self.serve_shared(listener, conns, drain, shutdown).await
+        self.serve_sharing(listener, conns, drain, shutdown).await
     }
 
     /// Serves on `threads` single-threaded runtimes ("thread per core") that
@@ -769,7 +769,7 @@ impl HttpServer {
                         let stopped = async move {
                             let _ = stop.wait_for(|s| *s).await;
                         };
-                        server.serve_shared(listener, conns, drain, stopped).await
+                        server.serve_sharing(listener, conns, drain, stopped).await
                     })
                 })
                 .map_err(|source| ServeError::Bind { addr, source })?;
@@ -783,7 +783,7 @@ impl HttpServer {
                 let _ = stop_tx.send(true);
             };
             self.clone()
-                .serve_shared(listener, conns, drain, stopped)
+                .serve_sharing(listener, conns, drain, stopped)
                 .await
         });
         for w in workers {
@@ -798,16 +798,6 @@ impl HttpServer {
     /// threads serving this app (each on its own listener of one SO_REUSEPORT
     /// group, see [`bind_group`]).
     pub async fn serve_sharing(
-        self,
-        listener: TcpListener,
-        conns: Arc<Semaphore>,
-        drain: Duration,
-        shutdown: impl Future<Output = ()>,
-    ) -> DrainReport {
-        self.serve_shared(listener, conns, drain, shutdown).await
-    }
-
-    async fn serve_shared(
         self,
         listener: TcpListener,
         conns: Arc<Semaphore>,

@@ -318,7 +318,7 @@ impl HostedApp {
                     // started. A process-run command pays an exec and a module
                     // load first; a hosted one waits this long instead.
                     std::thread::sleep(COMMAND_START_DELAY);
-                    let code = run_until_killed(kill_rx, &got, command.run(meter));
+                    let (code, _) = run_until_killed(kill_rx, &got, command.run(meter));
                     on_exit(code);
                 })?;
             }
@@ -444,33 +444,17 @@ fn serve_threads(
     }
     let drained = got.clone();
     let draining = stop_tx.clone();
-    let work = async move {
-        let listener = match tokio::net::TcpListener::from_std(first) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "hosted app: listener");
-                return 1;
-            }
-        };
-        let serve = server.serve_sharing(listener, conns, DRAIN, async move {
-            let _ = drain_rx.await;
-            let _ = draining.send(Stop::Drain);
-        });
-        serve.await;
-        128 + drained.load(Ordering::SeqCst)
-    };
-    // As `run_until_killed`, knowing whether the kill fired: a SIGKILL during
-    // a drain reports the SIGTERM that began it, and must still stop the
-    // other threads at once.
-    let (code, killed) = match current_thread() {
-        Ok(rt) => rt.block_on(async move {
-            tokio::select! {
-                code = work => (code, false),
-                _ = kill_rx => (128 + got.load(Ordering::SeqCst), true),
-            }
-        }),
-        Err(_) => (1, true),
-    };
+    let serve = serve_on(server, first, conns, async move {
+        let _ = drain_rx.await;
+        let _ = draining.send(Stop::Drain);
+    });
+    let (code, killed) = run_until_killed(kill_rx, got, async move {
+        if serve.await {
+            128 + drained.load(Ordering::SeqCst)
+        } else {
+            1
+        }
+    });
     // Drained: the others drain too (told when this one began); killed, or
     // ended without a drain: they stop at once.
     if killed || *stop_tx.borrow() == Stop::Serve {
@@ -490,19 +474,12 @@ fn serve_worker(
     stop: tokio::sync::watch::Receiver<Stop>,
 ) {
     let Ok(rt) = current_thread() else { return };
+    let mut killed = stop.clone();
+    let mut drain = stop;
+    // A closed channel (the app's thread is gone) stops it as a kill.
     rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "hosted app: listener");
-                return;
-            }
-        };
-        let mut killed = stop.clone();
-        let mut drain = stop;
-        // A closed channel (the app's thread is gone) stops it as a kill.
         tokio::select! {
-            _ = server.serve_sharing(listener, conns, DRAIN, async move {
+            _ = serve_on(server, listener, conns, async move {
                 let _ = drain.wait_for(|s| *s != Stop::Serve).await;
             }) => {}
             _ = killed.wait_for(|s| *s == Stop::Kill) => {}
@@ -510,23 +487,46 @@ fn serve_worker(
     });
 }
 
+/// Serves `listener` on this thread's runtime until `shutdown` and the
+/// drain after it; false if the listener could not join the runtime.
+async fn serve_on(
+    server: HttpServer,
+    listener: TcpListener,
+    conns: Arc<tokio::sync::Semaphore>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> bool {
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => {
+            server.serve_sharing(l, conns, DRAIN, shutdown).await;
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "hosted app: listener");
+            false
+        }
+    }
+}
+
 /// Runs `work` on a current-thread runtime of this thread until it ends or
-/// `kill` fires (then 128 + the signal recorded in `got`). Dropping the
-/// runtime drops the work's connections and instances.
+/// `kill` fires (then 128 + the signal recorded in `got`), and whether the
+/// kill fired: a SIGKILL during a drain reports the SIGTERM that began it.
+/// Dropping the runtime drops the work's connections and instances.
 fn run_until_killed(
     kill: tokio::sync::oneshot::Receiver<()>,
     got: &AtomicI32,
     work: impl std::future::Future<Output = i32>,
-) -> i32 {
-    let Ok(rt) = current_thread() else { return 1 };
-    let code = rt.block_on(async move {
+) -> (i32, bool) {
+    let Ok(rt) = current_thread() else {
+        return (1, true);
+    };
+    let ended = rt.block_on(async move {
         tokio::select! {
-            code = work => code,
-            _ = kill => 128 + got.load(Ordering::SeqCst),
+            code = work => (code, false),
+            _ = kill => (128 + got.load(Ordering::SeqCst), true),
         }
     });
     drop(rt);
-    code
+    ended
 }
 
 /// Binds `count` listeners on `addr` (one SO_REUSEPORT group when there are
@@ -570,12 +570,11 @@ fn bind_in_netns(
             // tokio's socket options need a runtime to listen; the listeners
             // leave it as std ones.
             let rt = current_thread()?;
-            let group = true;
             let mut listeners = Vec::with_capacity(count);
             let mut at = addr;
             for _ in 0..count {
                 let l = rt
-                    .block_on(async { wisp_runtime::http::bind_group(at, backlog, group) })
+                    .block_on(async { wisp_runtime::http::bind_group(at, backlog, true) })
                     .map_err(|e| {
                         let e = wisp_runtime::error_chain(&e);
                         io::Error::other(format!("failed to listen on {addr}: {e}"))
