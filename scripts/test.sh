@@ -21,6 +21,10 @@ bash scripts/install-containerd.sh
 WISP_CONTAINERD2_BIN="$(bash scripts/install-containerd2.sh)"
 export WISP_CONTAINERD2_BIN
 
+log "the Distribution registry for the CLI's push/pull tests"
+WISP_REGISTRY_BIN="$(bash scripts/install-registry.sh)"
+export WISP_REGISTRY_BIN
+
 log "Kubernetes from upstream sources, etcd and openssl for the cluster tier"
 bash scripts/apt-install.sh etcd-server openssl
 # The first build takes 30-45 minutes on 2 cores; later runs reuse it.

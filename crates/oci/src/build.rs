@@ -323,53 +323,79 @@ impl ImageArchive {
             .map(|(hex, b)| (format!("{SHA256_PREFIX}{hex}"), b.as_slice()))
     }
 
+    /// The blob with this `sha256:...` digest, if the archive holds it.
+    pub fn blob_bytes(&self, digest: &str) -> Option<&[u8]> {
+        let hex = digest.strip_prefix(SHA256_PREFIX)?;
+        self.blobs.get(hex).map(Vec::as_slice)
+    }
+
     /// Writes the image layout as a tar stream: `blobs/sha256/<hex>` for every
     /// blob, `index.json` and `oci-layout`, in sorted order with fixed metadata.
     pub fn write_to<W: Write>(&self, w: W) -> io::Result<W> {
-        let index = serde_json::to_vec(&self.index).map_err(io::Error::other)?;
-        let layout = serde_json::to_vec(&OciLayout::default()).map_err(io::Error::other)?;
-        let mut tar = TarWriter::new(w);
-        tar.dir("blobs/")?;
-        tar.dir("blobs/sha256/")?;
-        for (hex, blob) in &self.blobs {
-            tar.file(&format!("blobs/sha256/{hex}"), blob)?;
-        }
-        tar.file("index.json", &index)?;
-        tar.file("oci-layout", &layout)?;
-        tar.finish()
+        write_layout(w, &self.index, &self.blobs)
     }
 
     /// Writes the archive to `path`: to a temporary file beside it, then renamed,
     /// so an error leaves no half-written file (and an existing one untouched).
     pub fn write_tar(&self, path: &Path) -> Result<(), WriteError> {
-        let err = |source| WriteError::Write {
-            path: path.to_owned(),
-            source,
-        };
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".wisp-oci-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(err)?;
-        // tempfile creates 0600; an image archive is not a secret.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map_err(err)?;
-        }
-        self.write_to(BufWriter::new(tmp.as_file_mut()))
-            .and_then(|mut w| w.flush())
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(err)?;
-        tmp.persist(path).map_err(|e| err(e.error))?;
-        Ok(())
+        write_layout_tar(path, &self.index, &self.blobs)
     }
+}
+
+/// An image layout as a tar stream: `blobs/sha256/<hex>` for every blob (keyed
+/// by digest hex), `index.json` and `oci-layout`, sorted, with fixed metadata.
+pub(crate) fn write_layout<W: Write>(
+    w: W,
+    index: &Index,
+    blobs: &BTreeMap<String, Vec<u8>>,
+) -> io::Result<W> {
+    let index = serde_json::to_vec(index).map_err(io::Error::other)?;
+    let layout = serde_json::to_vec(&OciLayout::default()).map_err(io::Error::other)?;
+    let mut tar = TarWriter::new(w);
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")?;
+    for (hex, blob) in blobs {
+        tar.file(&format!("blobs/sha256/{hex}"), blob)?;
+    }
+    tar.file("index.json", &index)?;
+    tar.file("oci-layout", &layout)?;
+    tar.finish()
+}
+
+/// [`write_layout`] to `path`, through a temporary file beside it that is then
+/// renamed: an error leaves no half-written file, and an existing one untouched.
+pub(crate) fn write_layout_tar(
+    path: &Path,
+    index: &Index,
+    blobs: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), WriteError> {
+    let err = |source| WriteError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".wisp-oci-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    // tempfile creates 0600; an image archive is not a secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(err)?;
+    }
+    write_layout(BufWriter::new(tmp.as_file_mut()), index, blobs)
+        .and_then(|mut w| w.flush())
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
 
 fn check_process(opts: &BuildOptions) -> Result<(), BuildError> {

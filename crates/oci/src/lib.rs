@@ -27,6 +27,9 @@
 //! [`detect_kind`] / [`wasm_layers`] on the reading side. The JSON types are in
 //! [`spec`], the media types in [`media_type`].
 //!
+//! With the `registry` feature, [`Registry`] pushes an [`Image`] (from a built
+//! archive or a layout) to an OCI registry and pulls one back.
+//!
 //! Archives are byte-for-byte reproducible: fixed timestamps and owners, sorted
 //! entries, a `created` time given by the caller (see [`source_date_epoch`]).
 
@@ -38,6 +41,8 @@ mod kind;
 mod layout;
 pub mod media_type;
 mod reference;
+#[cfg(feature = "registry")]
+mod registry;
 pub mod spec;
 mod tarball;
 mod wasm;
@@ -49,6 +54,8 @@ pub use digest::sha256_digest;
 pub use kind::{ImageKind, KindError, detect_kind, is_wasm_layer, wasm_layers};
 pub use layout::{Layout, LayoutError, LayoutImage, read_layout_dir, read_layout_tar};
 pub use reference::{Reference, ReferenceError};
+#[cfg(feature = "registry")]
+pub use registry::{Image, Pushed, Registry, RegistryError, RegistryOptions, docker_credentials};
 pub use wasm::{WasmError, WasmKind, component_info, detect_wasm};
 
 /// Where [`Shape::Image`] puts the app inside the image's filesystem.

@@ -3,8 +3,12 @@
 //! C guests are built by `guests/build.sh` into `target/guests` (override with
 //! `WISP_GUESTS_DIR`); WAT guests in `guests/wat` are assembled here on first use.
 //! A missing guest is a loud test failure that says how to build it, never a skip.
+//!
+//! [`registry`] runs a real OCI registry for the push and pull tests.
 
 use std::path::{Path, PathBuf};
+
+pub mod registry;
 
 /// The repository root.
 ///

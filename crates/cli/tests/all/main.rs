@@ -12,5 +12,6 @@ mod config;
 mod errors;
 mod k8s;
 mod oci;
+mod registry;
 mod run;
 mod serve;

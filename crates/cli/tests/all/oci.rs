@@ -14,7 +14,7 @@ fn run_in_scratch(sb: &Sandbox, args: &[&str]) -> Output {
 }
 
 /// Names in `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
+pub(crate) fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -26,7 +26,7 @@ fn entries(dir: &Path) -> Vec<String> {
 /// A failure: non-zero exit, nothing on stdout, exactly one `error:` line, first,
 /// mentioning `needle` somewhere in the cause chain.
 #[track_caller]
-fn assert_clean_error(out: &Output, needle: &str) {
+pub(crate) fn assert_clean_error(out: &Output, needle: &str) {
     assert!(out.code.is_some_and(|c| c != 0), "{}", out.describe());
     assert_eq!(out.stdout, "", "{}", out.describe());
     assert!(!out.stderr.contains("panicked"), "{}", out.describe());

@@ -8,6 +8,7 @@ use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
 use crate::support::{Containerd, WISP, stderr, stdout};
+use wisp_test_guests::registry::TestRegistry;
 
 #[test]
 fn ctr_run_takes_every_image_shape_on_containerd_2() {
@@ -41,4 +42,26 @@ fn ctr_run_takes_every_image_shape_on_containerd_2() {
     );
     c.create_container(&artifact, "grpc", &["app.wasm", "args", "x"], &[], None);
     assert_eq!(stdout(&c.start_created("grpc")), "args\nx\n");
+}
+
+#[test]
+fn ctr_pulls_raw_layer_images_from_a_registry_on_containerd_2() {
+    let c = Containerd::start_v2();
+    let registry = TestRegistry::start(&c.dir.path().join("registry"), &[]);
+    for shape in [Shape::Runwasi, Shape::WasmContent] {
+        let image =
+            Containerd::push_wasm(&registry, &format!("echo-{shape}"), &guests::echo(), shape);
+        c.ok(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--platform",
+            "wasi/wasm",
+            &image,
+        ]);
+        let id = format!("pulled-{shape}");
+        let out = c.run(WISP, &image, &id, &["/app.wasm", "args", "pulled"]);
+        assert!(out.status.success(), "{shape}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "args\npulled\n", "{shape}");
+    }
 }

@@ -10,6 +10,7 @@ use wisp_test_guests as guests;
 
 use crate::layouts::write_layout;
 use crate::support::{Containerd, NetNs, stderr, stdout, wait_status};
+use wisp_test_guests::registry::TestRegistry;
 
 /// Compiled modules in the node's cache: (path, mtime).
 fn compiled(cache: &Path) -> Vec<(PathBuf, SystemTime)> {
@@ -200,4 +201,28 @@ fn bad_images_fail_create_naming_the_image_and_the_problem() {
         assert!(std::time::Instant::now() < deadline, "a shim is left");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+#[test]
+fn ctr_pulls_an_image_pushed_to_a_registry_and_runs_it() {
+    let c = Containerd::start();
+    let registry = TestRegistry::start(&c.dir.path().join("registry"), &[]);
+    let image = Containerd::push_wasm(&registry, "echo", &guests::echo(), Shape::Image);
+    // containerd's own pull, over the distribution API, unpacking the layer.
+    c.ok(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--platform",
+        "wasi/wasm",
+        &image,
+    ]);
+    let out = c.run(
+        crate::support::WISP,
+        &image,
+        "pulled",
+        &["/app.wasm", "args", "pulled"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "args\npulled\n");
 }

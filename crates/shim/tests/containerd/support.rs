@@ -290,6 +290,32 @@ disabled_plugins = [{disabled}]
         self.ok(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
     }
 
+    /// Builds an image of `shape` around a guest and pushes it to `registry`
+    /// (`wisp oci push`'s path); returns the reference, for `ctr images pull`.
+    pub fn push_wasm(
+        registry: &wisp_test_guests::registry::TestRegistry,
+        name: &str,
+        wasm: &Path,
+        shape: wisp_oci::Shape,
+    ) -> String {
+        let reference: wisp_oci::Reference = format!("{}/wisp-test/{name}:v1", registry.addr())
+            .parse()
+            .unwrap();
+        let opts = wisp_oci::BuildOptions::new(reference.clone(), shape);
+        let image = wisp_oci::build_image(&std::fs::read(wasm).unwrap(), &opts).unwrap();
+        let client = wisp_oci::Registry::new(&wisp_oci::RegistryOptions {
+            plain_http: true,
+            credentials: None,
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(client.push(&wisp_oci::Image::from_archive(&image), &reference))
+            .unwrap_or_else(|e| panic!("push {reference}: {e:?}\n{}", registry.log()));
+        reference.to_string()
+    }
+
     /// Builds an image of `shape` around a guest and imports it.
     pub fn import_wasm(&self, name: &str, wasm: &Path, shape: wisp_oci::Shape) -> String {
         let reference = format!("docker.io/wisp-test/{name}:latest");
