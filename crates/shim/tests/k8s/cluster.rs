@@ -32,6 +32,9 @@ use crate::support::{Cri, RUNC};
 /// The node's name (the hostname resolves to 127.0.0.1 here; kubelet is told).
 pub const NODE: &str = "wisp-node-0";
 
+/// Held while a kubelet starts (see `Cluster::start`).
+static KUBELET_START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct Cluster {
     /// The private containerd (and the CNI network, the pause image).
     pub cri: Cri,
@@ -109,8 +112,16 @@ impl Cluster {
         };
         cluster.certificates();
         cluster.control_plane();
-        cluster.kubelet();
-        cluster.wait_node_ready();
+        {
+            // Every kubelet binds its device-plugin registry at the fixed
+            // /var/lib/kubelet/device-plugins/kubelet.sock (`--root-dir` does
+            // not move it) after removing what it finds there, so two starting
+            // at once race: "bind: address already in use", and the loser
+            // exits. Starts take turns; the clusters then run side by side.
+            let _turn = KUBELET_START.lock().unwrap_or_else(|e| e.into_inner());
+            cluster.kubelet();
+            cluster.wait_node_ready();
+        }
         cluster
     }
 
