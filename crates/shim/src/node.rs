@@ -106,13 +106,17 @@ impl NodeHost {
     /// Loads `plan`'s app and prepares it to run here: an HTTP app to be
     /// served, or a command to be run to completion. `None` when it must run
     /// as a process instead (a command reading stdin).
+    ///
+    /// `outputs` opens the container's stdout and stderr, and is called only
+    /// once the app is to run here: a FIFO opened and closed again would give
+    /// its reader (ctr) end-of-file before the process that runs instead
+    /// writes a byte.
     pub fn prepare(
         &self,
         plan: &WasmPlan,
         netns: Option<PathBuf>,
         stdin: bool,
-        stdout: Option<File>,
-        stderr: Option<File>,
+        outputs: impl FnOnce() -> io::Result<(Option<File>, Option<File>)>,
     ) -> io::Result<Option<HostedApp>> {
         if plan.executor == Executor::Command && stdin {
             return Ok(None);
@@ -150,6 +154,7 @@ impl NodeHost {
                     app.shape()
                 )));
             }
+            let (stdout, stderr) = outputs()?;
             return Ok(Some(HostedApp {
                 work: Work::Run(Mutex::new(Some(Box::new(Command {
                     engine: engine.clone(),
@@ -164,6 +169,7 @@ impl NodeHost {
             }));
         }
         let config = crate::child::serve_config(plan);
+        let (stdout, stderr) = outputs()?;
         let server = HttpServer::hosted(engine, &app, &config, GuestOutput::files(stdout, stderr))
             .map_err(|e| {
                 io::Error::other(format!(

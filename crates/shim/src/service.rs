@@ -416,8 +416,8 @@ impl Inner {
                         .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
                         .and_then(|n| n.path().clone())
                         .filter(|p| !p.as_os_str().is_empty());
-                    let prepared = open_outputs(&paths).and_then(|(out, errs)| {
-                        node.prepare(&plan, netns, !paths.stdin.is_empty(), out, errs)
+                    let prepared = node.prepare(&plan, netns, !paths.stdin.is_empty(), || {
+                        open_outputs(&paths)
                     });
                     match prepared {
                         Ok(Some(app)) => {

@@ -13,6 +13,8 @@ use crate::layouts::{busybox_entries, linux_image};
 
 static NEXT_NS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 pub const WISP: &str = "io.containerd.wisp.v1";
+/// Node mode: one daemon per namespace hosts the Wasm containers.
+pub const WISP_NODE: &str = "io.containerd.wisp-node.v1";
 pub const RUNC: &str = "io.containerd.runc.v2";
 
 pub struct Containerd {
@@ -77,11 +79,14 @@ disabled_plugins = [{disabled}]
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
         std::fs::create_dir_all(d.join("bin")).unwrap();
-        symlink(
-            env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"),
-            d.join("bin/containerd-shim-wisp-v1"),
-        )
-        .unwrap();
+        // Per-pod and node mode: one binary under both names.
+        for name in ["containerd-shim-wisp-v1", "containerd-shim-wisp-node-v1"] {
+            symlink(
+                env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"),
+                d.join("bin").join(name),
+            )
+            .unwrap();
+        }
         let n = NEXT_NS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let ns = format!("wisp-test-{}-{n}", std::process::id());
         let mut c = Self {

@@ -3,7 +3,7 @@
 use wisp_oci::Shape;
 use wisp_test_guests as guests;
 
-use crate::support::{Containerd, WISP, stderr, stdout};
+use crate::support::{Containerd, WISP, WISP_NODE, stderr, stdout};
 
 #[test]
 fn output_args_env_and_exit_codes() {
@@ -32,6 +32,24 @@ fn output_args_env_and_exit_codes() {
     assert_eq!(out.status.code(), Some(42));
     let out = run("stderr", &[], &["stderr", "to stderr"]);
     assert_eq!(stderr(&out), "to stderr\n");
+}
+
+/// ctr attaches stdin, so node mode runs the command as a process of its own,
+/// as per-pod mode does; deciding that must not cost the output (a FIFO the
+/// node process opened and closed again gave ctr end-of-file early).
+#[test]
+fn node_mode_commands_under_ctr_print_their_output() {
+    let c = Containerd::start();
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    // The early end-of-file was a race: several runs catch it.
+    for i in 0..10 {
+        let id = format!("node-args-{i}");
+        let out = c.run(WISP_NODE, &echo, &id, &["/app.wasm", "args", "a", "b"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "args\na\nb\n", "run {i}");
+    }
+    let out = c.run(WISP_NODE, &echo, "node-exit", &["/app.wasm", "exit", "3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
 
 #[test]
