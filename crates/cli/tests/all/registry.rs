@@ -184,36 +184,24 @@ fn a_registry_with_auth_takes_flags_stdin_env_and_docker_login() {
         "{}",
         anonymous.describe()
     );
-    let wrong = wisp(
-        &sb,
-        &[
-            "oci",
-            "push",
-            s(&app),
-            &reference,
-            "--plain-http",
-            "--username",
-            "ann",
-            "--password-stdin",
-        ],
-        Some(b"wrong\n"),
-    );
-    assert_clean_error(&wrong, "failed to push");
-
-    let ok = wisp(
-        &sb,
-        &[
-            "oci",
-            "push",
-            s(&app),
-            &reference,
-            "--plain-http",
-            "--username",
-            "ann",
-            "--password-stdin",
-        ],
-        Some(b"s3cret\n"),
-    );
+    let push_as_ann = |password: &[u8]| {
+        wisp(
+            &sb,
+            &[
+                "oci",
+                "push",
+                s(&app),
+                &reference,
+                "--plain-http",
+                "--username",
+                "ann",
+                "--password-stdin",
+            ],
+            Some(password),
+        )
+    };
+    assert_clean_error(&push_as_ann(b"wrong\n"), "failed to push");
+    let ok = push_as_ann(b"s3cret\n");
     ok.expect_code(0);
 
     // The environment.

@@ -49,16 +49,7 @@ fn ctr_pulls_raw_layer_images_from_a_registry_on_containerd_2() {
     let c = Containerd::start_v2();
     let registry = TestRegistry::start(&c.dir.path().join("registry"), &[]);
     for shape in [Shape::Runwasi, Shape::WasmContent] {
-        let image =
-            Containerd::push_wasm(&registry, &format!("echo-{shape}"), &guests::echo(), shape);
-        c.ok(&[
-            "images",
-            "pull",
-            "--plain-http",
-            "--platform",
-            "wasi/wasm",
-            &image,
-        ]);
+        let image = c.pull_pushed_wasm(&registry, &format!("echo-{shape}"), &guests::echo(), shape);
         let id = format!("pulled-{shape}");
         let out = c.run(WISP, &image, &id, &["/app.wasm", "args", "pulled"]);
         assert!(out.status.success(), "{shape}: {}", stderr(&out));

@@ -207,16 +207,8 @@ fn bad_images_fail_create_naming_the_image_and_the_problem() {
 fn ctr_pulls_an_image_pushed_to_a_registry_and_runs_it() {
     let c = Containerd::start();
     let registry = TestRegistry::start(&c.dir.path().join("registry"), &[]);
-    let image = Containerd::push_wasm(&registry, "echo", &guests::echo(), Shape::Image);
     // containerd's own pull, over the distribution API, unpacking the layer.
-    c.ok(&[
-        "images",
-        "pull",
-        "--plain-http",
-        "--platform",
-        "wasi/wasm",
-        &image,
-    ]);
+    let image = c.pull_pushed_wasm(&registry, "echo", &guests::echo(), Shape::Image);
     let out = c.run(
         crate::support::WISP,
         &image,

@@ -295,9 +295,11 @@ disabled_plugins = [{disabled}]
         self.ok(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
     }
 
-    /// Builds an image of `shape` around a guest and pushes it to `registry`
-    /// (`wisp oci push`'s path); returns the reference, for `ctr images pull`.
-    pub fn push_wasm(
+    /// Builds an image of `shape` around a guest, pushes it to `registry`
+    /// (`wisp oci push`'s path) and has this containerd pull it over the
+    /// distribution API (`ctr images pull`); returns the reference.
+    pub fn pull_pushed_wasm(
+        &self,
         registry: &wisp_test_guests::registry::TestRegistry,
         name: &str,
         wasm: &Path,
@@ -318,7 +320,16 @@ disabled_plugins = [{disabled}]
             .unwrap();
         rt.block_on(client.push(&wisp_oci::Image::from_archive(&image), &reference))
             .unwrap_or_else(|e| panic!("push {reference}: {e:?}\n{}", registry.log()));
-        reference.to_string()
+        let reference = reference.to_string();
+        self.ok(&[
+            "images",
+            "pull",
+            "--plain-http",
+            "--platform",
+            "wasi/wasm",
+            &reference,
+        ]);
+        reference
     }
 
     /// Builds an image of `shape` around a guest and imports it.
