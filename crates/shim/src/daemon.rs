@@ -98,6 +98,11 @@ pub fn serve(
     // Registered before any container process exists, so no SIGCHLD is
     // missed.
     let signals = Signals::new([SIGTERM, SIGINT, SIGPIPE, SIGCHLD]).map_err(io("signals"))?;
+    // Beside the start-up, rather than in the first Create. After the
+    // zygote's fork, which needs this process single-threaded.
+    let _ = std::thread::Builder::new()
+        .name("wisp-cgroups".into())
+        .spawn(crate::cgroup::prepare);
     let mut config = Config::default();
     containerd_shim::logger::init(
         flags.debug,
