@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
@@ -247,9 +248,13 @@ impl Registry {
             reference: reference.to_string(),
             source,
         };
+        // Logged in up front: the client's lazy log-in drops a token
+        // service's refusal and goes on anonymously, so a wrong password
+        // showed as a 401 on the first blob.
         self.client
-            .store_auth_if_needed(target.resolve_registry(), &self.auth)
-            .await;
+            .auth(&target, &self.auth, RegistryOperation::Push)
+            .await
+            .map_err(err)?;
         let (mut uploaded, mut existing) = (0, 0);
         for descriptor in image.blob_descriptors() {
             let blob = image.blob(descriptor)?;
@@ -299,6 +304,10 @@ impl Registry {
         let name = reference.to_string();
         let target = client_reference(reference);
         let err = |source| pull_error(&name, source);
+        self.client
+            .auth(&target, &self.auth, RegistryOperation::Pull)
+            .await
+            .map_err(err)?;
         let (bytes, digest) = self
             .client
             .pull_manifest_raw(&target, &self.auth, &ACCEPTED)

@@ -6,7 +6,7 @@
 use crate::oci::{assert_clean_error, entries};
 use crate::support::{Output, PROCESS_TIMEOUT, Sandbox, output, s};
 use wisp_test_guests as guests;
-use wisp_test_guests::registry::TestRegistry;
+use wisp_test_guests::registry::{Auth, TestRegistry};
 
 fn wisp(sb: &Sandbox, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = sb.cmd(args);
@@ -236,6 +236,93 @@ fn a_registry_with_auth_takes_flags_stdin_env_and_docker_login() {
         std::fs::read(sb.path("env.tar")).unwrap(),
         std::fs::read(sb.path("docker.tar")).unwrap()
     );
+}
+
+/// Docker's token flow, which Docker Hub, GHCR and Harbor use: the registry
+/// sends clients to a token service, and the token carries what they may do.
+#[test]
+fn a_token_auth_registry_gives_the_user_a_token_and_strangers_nothing() {
+    let sb = Sandbox::new();
+    let reg = TestRegistry::start_with(&sb.path("registry"), &[("ann", "s3cret")], Auth::Token);
+    let reference = format!("{}/team/app:v1", reg.addr());
+    let app = guests::hello();
+    let as_ann = |args: &[&str], password: &[u8]| {
+        let mut all = args.to_vec();
+        all.extend(["--plain-http", "--username", "ann", "--password-stdin"]);
+        wisp(&sb, &all, Some(password))
+    };
+
+    // No user: the token grants nothing, and the push says so.
+    let anonymous = wisp(
+        &sb,
+        &["oci", "push", s(&app), &reference, "--plain-http"],
+        None,
+    );
+    assert_clean_error(&anonymous, "failed to push");
+    assert!(
+        anonymous.stderr.contains(&reference),
+        "{}",
+        anonymous.describe()
+    );
+    // A wrong password: the token service refuses.
+    let wrong = as_ann(&["oci", "push", s(&app), &reference], b"wrong\n");
+    assert_clean_error(&wrong, "failed to push");
+    assert!(
+        wrong.stderr.contains("wrong user name or password"),
+        "{}",
+        wrong.describe()
+    );
+
+    let pushed = as_ann(&["oci", "push", s(&app), &reference], b"s3cret\n");
+    pushed.expect_code(0);
+    let digest = pushed_digest(&pushed);
+    assert!(
+        reg.log().contains("authorized request"),
+        "the registry saw no token: {}",
+        reg.log()
+    );
+
+    let pulled = as_ann(&["oci", "pull", &reference, "-o", "app.tar"], b"s3cret\n");
+    pulled.expect_code(0);
+    let built = wisp(
+        &sb,
+        &[
+            "oci",
+            "build",
+            s(&app),
+            "--name",
+            &reference,
+            "-o",
+            "built.tar",
+        ],
+        None,
+    );
+    built.expect_code(0);
+    assert_eq!(
+        std::fs::read(sb.path("app.tar")).unwrap(),
+        std::fs::read(sb.path("built.tar")).unwrap()
+    );
+    assert!(
+        pulled.stdout.contains(digest.trim_start_matches("sha256:")),
+        "{}",
+        pulled.describe()
+    );
+
+    // Pulling needs a token too.
+    let stranger = wisp(
+        &sb,
+        &[
+            "oci",
+            "pull",
+            &reference,
+            "--plain-http",
+            "-o",
+            "stranger.tar",
+        ],
+        None,
+    );
+    assert_clean_error(&stranger, "failed to pull");
+    assert!(!sb.path("stranger.tar").exists());
 }
 
 #[test]

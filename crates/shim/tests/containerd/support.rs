@@ -140,7 +140,11 @@ disabled_plugins = [{disabled}]
             .append(true)
             .open(self.dir.path().join("events.log"))
             .unwrap();
-        let child = self.cmd(&["events"]).stdout(file).spawn().unwrap();
+        let child = self
+            .unbounded_cmd(&["events"])
+            .stdout(file)
+            .spawn()
+            .unwrap();
         self.events = Some(child);
         // `ctr events` subscribes asynchronously; give it a moment.
         std::thread::sleep(Duration::from_millis(200));
@@ -237,6 +241,20 @@ disabled_plugins = [{disabled}]
         cmd.arg("60")
             .arg(self.tool("ctr"))
             .arg("--address")
+            .arg(self.address())
+            .arg("-n")
+            .arg(&self.ns)
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// ctr itself, with no time limit: for `ctr events`, which runs as long
+    /// as this containerd and is killed (it, not a `timeout` above it, which
+    /// would leave it behind) when the daemon stops.
+    fn unbounded_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.tool("ctr"));
+        cmd.arg("--address")
             .arg(self.address())
             .arg("-n")
             .arg(&self.ns)
