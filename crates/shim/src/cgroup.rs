@@ -116,9 +116,9 @@ impl ContainerCgroup {
         pids
     }
 
-    /// Applies a spec's resources (pids, memory, cpuset, CPU, huge pages) to
-    /// the cgroup, as the shim crate's `update_resources` does for the cgroup
-    /// of a pid, without finding the hierarchies and the process's cgroup
+    /// Applies a spec's resources (pids, memory, cpuset, CPU as
+    /// [`Self::apply_cpu`], huge pages) to the cgroup, as the shim crate's
+    /// `update_resources` does for the cgroup of a pid, without finding the hierarchies and the process's cgroup
     /// again: Create applies them before the container process exists.
     pub fn apply(&self, resources: &LinuxResources) -> io::Result<()> {
         let fail = |what: &str, e: cgroups_rs::error::Error| {
@@ -167,23 +167,7 @@ impl ContainerCgroup {
                             .map_err(|e| fail("set the memory nodes", e))?;
                     }
                 }
-                Subsystem::Cpu(ctl) => {
-                    let Some(cpu) = resources.cpu() else {
-                        continue;
-                    };
-                    if let Some(shares) = cpu.shares() {
-                        ctl.set_shares(shares)
-                            .map_err(|e| fail("set the CPU shares", e))?;
-                    }
-                    if let Some(quota) = cpu.quota() {
-                        ctl.set_cfs_quota(quota)
-                            .map_err(|e| fail("set the CPU quota", e))?;
-                    }
-                    if let Some(period) = cpu.period() {
-                        ctl.set_cfs_period(period)
-                            .map_err(|e| fail("set the CPU period", e))?;
-                    }
-                }
+                Subsystem::Cpu(_) => self.apply_cpu(resources)?,
                 Subsystem::HugeTlb(ctl) => {
                     for limit in resources.hugepage_limits().iter().flatten() {
                         ctl.set_limit_in_bytes(limit.page_size(), limit.limit() as u64)

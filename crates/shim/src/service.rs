@@ -459,15 +459,7 @@ impl Inner {
                 }
                 // Limits first, as runc sets them: the process is charged
                 // under them from its first page.
-                if let Some(r) = linux.and_then(|l| l.resources().as_ref())
-                    && let Err(e) = cgroup.apply(r)
-                {
-                    let _ = cgroup.delete();
-                    return Err(err(
-                        Code::INVALID_ARGUMENT,
-                        format!("failed to apply the spec's resources: {e}"),
-                    ));
-                }
+                apply_limits(&cgroup, spec)?;
                 let mut stdio = match open() {
                     Ok(s) => s,
                     Err(e) => {
@@ -532,15 +524,7 @@ impl Inner {
             }
             Entrypoint::Sandbox => {
                 let cgroup = self.spec_cgroup(spec, id)?;
-                if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref())
-                    && let Err(e) = cgroup.apply(r)
-                {
-                    let _ = cgroup.delete();
-                    return Err(err(
-                        Code::INVALID_ARGUMENT,
-                        format!("failed to apply the spec's resources: {e}"),
-                    ));
-                }
+                apply_limits(&cgroup, spec)?;
                 let spawned = open_outputs(&paths)
                     .map_err(stdio_err)
                     .and_then(|(out, errs)| {
@@ -688,6 +672,21 @@ fn mount_rootfs(
     .map_err(|e| containerd_shim::Error::IoError {
         context: format!("mount overlay on {}", target.display()),
         err: e.into(),
+    })
+}
+
+/// Writes the spec's resources to a new cgroup, before its process exists;
+/// on failure the cgroup is removed and Create fails.
+fn apply_limits(cgroup: &ContainerCgroup, spec: &Spec) -> ttrpc::Result<()> {
+    let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else {
+        return Ok(());
+    };
+    cgroup.apply(r).map_err(|e| {
+        let _ = cgroup.delete();
+        err(
+            Code::INVALID_ARGUMENT,
+            format!("failed to apply the spec's resources: {e}"),
+        )
     })
 }
 

@@ -14,6 +14,28 @@ fn wisp(sb: &Sandbox, args: &[&str], stdin: Option<&[u8]>) -> Output {
     output(cmd, stdin, PROCESS_TIMEOUT)
 }
 
+/// `args` as the registry user `ann`, her password on stdin.
+fn as_ann(sb: &Sandbox, args: &[&str], password: &[u8]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["--plain-http", "--username", "ann", "--password-stdin"]);
+    wisp(sb, &all, Some(password))
+}
+
+/// A push with no credentials fails, naming the reference.
+fn assert_anonymous_push_refused(sb: &Sandbox, app: &std::path::Path, reference: &str) {
+    let anonymous = wisp(
+        sb,
+        &["oci", "push", s(app), reference, "--plain-http"],
+        None,
+    );
+    assert_clean_error(&anonymous, "failed to push");
+    assert!(
+        anonymous.stderr.contains(reference),
+        "{}",
+        anonymous.describe()
+    );
+}
+
 /// `sha256:...` from a `pushed REF@sha256:...` line.
 fn pushed_digest(out: &Output) -> String {
     out.stdout
@@ -173,33 +195,9 @@ fn a_registry_with_auth_takes_flags_stdin_env_and_docker_login() {
     let reference = format!("{}/team/app:v1", reg.addr());
     let app = guests::hello();
 
-    let anonymous = wisp(
-        &sb,
-        &["oci", "push", s(&app), &reference, "--plain-http"],
-        None,
-    );
-    assert_clean_error(&anonymous, "failed to push");
-    assert!(
-        anonymous.stderr.contains(&reference),
-        "{}",
-        anonymous.describe()
-    );
-    let push_as_ann = |password: &[u8]| {
-        wisp(
-            &sb,
-            &[
-                "oci",
-                "push",
-                s(&app),
-                &reference,
-                "--plain-http",
-                "--username",
-                "ann",
-                "--password-stdin",
-            ],
-            Some(password),
-        )
-    };
+    assert_anonymous_push_refused(&sb, &app, &reference);
+    let push_as_ann =
+        |password: &[u8]| as_ann(&sb, &["oci", "push", s(&app), &reference], password);
     assert_clean_error(&push_as_ann(b"wrong\n"), "failed to push");
     let ok = push_as_ann(b"s3cret\n");
     ok.expect_code(0);
@@ -246,26 +244,11 @@ fn a_token_auth_registry_gives_the_user_a_token_and_strangers_nothing() {
     let reg = TestRegistry::start_with(&sb.path("registry"), &[("ann", "s3cret")], Auth::Token);
     let reference = format!("{}/team/app:v1", reg.addr());
     let app = guests::hello();
-    let as_ann = |args: &[&str], password: &[u8]| {
-        let mut all = args.to_vec();
-        all.extend(["--plain-http", "--username", "ann", "--password-stdin"]);
-        wisp(&sb, &all, Some(password))
-    };
 
     // No user: the token grants nothing, and the push says so.
-    let anonymous = wisp(
-        &sb,
-        &["oci", "push", s(&app), &reference, "--plain-http"],
-        None,
-    );
-    assert_clean_error(&anonymous, "failed to push");
-    assert!(
-        anonymous.stderr.contains(&reference),
-        "{}",
-        anonymous.describe()
-    );
+    assert_anonymous_push_refused(&sb, &app, &reference);
     // A wrong password: the token service refuses.
-    let wrong = as_ann(&["oci", "push", s(&app), &reference], b"wrong\n");
+    let wrong = as_ann(&sb, &["oci", "push", s(&app), &reference], b"wrong\n");
     assert_clean_error(&wrong, "failed to push");
     assert!(
         wrong.stderr.contains("wrong user name or password"),
@@ -273,7 +256,7 @@ fn a_token_auth_registry_gives_the_user_a_token_and_strangers_nothing() {
         wrong.describe()
     );
 
-    let pushed = as_ann(&["oci", "push", s(&app), &reference], b"s3cret\n");
+    let pushed = as_ann(&sb, &["oci", "push", s(&app), &reference], b"s3cret\n");
     pushed.expect_code(0);
     let digest = pushed_digest(&pushed);
     assert!(
@@ -282,7 +265,11 @@ fn a_token_auth_registry_gives_the_user_a_token_and_strangers_nothing() {
         reg.log()
     );
 
-    let pulled = as_ann(&["oci", "pull", &reference, "-o", "app.tar"], b"s3cret\n");
+    let pulled = as_ann(
+        &sb,
+        &["oci", "pull", &reference, "-o", "app.tar"],
+        b"s3cret\n",
+    );
     pulled.expect_code(0);
     let built = wisp(
         &sb,

@@ -240,11 +240,7 @@ disabled_plugins = [{disabled}]
         let mut cmd = Command::new("timeout");
         cmd.arg("60")
             .arg(self.tool("ctr"))
-            .arg("--address")
-            .arg(self.address())
-            .arg("-n")
-            .arg(&self.ns)
-            .args(args)
+            .args(self.ctr_args(args))
             .stdin(Stdio::null());
         cmd
     }
@@ -254,13 +250,20 @@ disabled_plugins = [{disabled}]
     /// would leave it behind) when the daemon stops.
     fn unbounded_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.tool("ctr"));
-        cmd.arg("--address")
-            .arg(self.address())
-            .arg("-n")
-            .arg(&self.ns)
-            .args(args)
-            .stdin(Stdio::null());
+        cmd.args(self.ctr_args(args)).stdin(Stdio::null());
         cmd
+    }
+
+    /// ctr's arguments for this containerd and namespace, then `args`.
+    fn ctr_args(&self, args: &[&str]) -> Vec<std::ffi::OsString> {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "--address".into(),
+            self.address().into(),
+            "-n".into(),
+            (&self.ns).into(),
+        ];
+        all.extend(args.iter().map(Into::into));
+        all
     }
 
     pub fn ctr(&self, args: &[&str]) -> Output {
