@@ -7,6 +7,7 @@
 //! instance's counted until its store is dropped), the CPU time is the
 //! thread CPU clock across every poll of the guest's futures.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,6 +46,21 @@ impl Meter {
             cpu_ns: self.cpu_ns.load(Ordering::Relaxed),
             instances: self.instances.load(Ordering::Relaxed),
         }
+    }
+
+    /// Charges the metered poll running on this thread (see [`CpuTimed`])
+    /// with its CPU time so far, and restarts its clock. A store is dropped
+    /// inside its guest's last poll, before that poll's time is charged: this
+    /// counts it first, so an instance that is gone has all its time counted.
+    fn settle_running_poll(&self) {
+        POLL_STARTED.with(|started| {
+            if let Some(start) = started.get() {
+                let now = thread_cpu_ns();
+                self.cpu_ns
+                    .fetch_add(now.saturating_sub(start), Ordering::Relaxed);
+                started.set(Some(now));
+            }
+        });
     }
 
     fn grew(&self, bytes: u64) {
@@ -129,6 +145,7 @@ impl ResourceLimiter for MeteredLimits {
 impl Drop for MeteredLimits {
     fn drop(&mut self) {
         if let Some(m) = &self.meter {
+            m.settle_running_poll();
             m.memory.fetch_sub(self.held, Ordering::Relaxed);
         }
     }
@@ -143,6 +160,12 @@ pub fn thread_cpu_ns() -> u64 {
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+thread_local! {
+    /// The thread CPU time at which the running [`CpuTimed`] poll on this
+    /// thread started, or was last settled; `None` outside one.
+    static POLL_STARTED: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
 pin_project_lite::pin_project! {
@@ -168,11 +191,14 @@ impl<F: Future> Future for CpuTimed<F> {
         let Some(meter) = this.meter else {
             return this.inner.poll(cx);
         };
-        let start = thread_cpu_ns();
+        let outer = POLL_STARTED.replace(Some(thread_cpu_ns()));
         let out = this.inner.poll(cx);
+        let now = thread_cpu_ns();
+        // Where the poll started, or was last settled.
+        let since = POLL_STARTED.replace(outer).unwrap_or(now);
         meter
             .cpu_ns
-            .fetch_add(thread_cpu_ns().saturating_sub(start), Ordering::Relaxed);
+            .fetch_add(now.saturating_sub(since), Ordering::Relaxed);
         out
     }
 }
@@ -214,5 +240,35 @@ mod tests {
             .unwrap();
         rt.block_on(busy);
         assert!(meter.usage().cpu_ns > 0);
+    }
+
+    /// A store is dropped inside its guest's last poll: its time is counted
+    /// by then, not only when that poll returns.
+    #[test]
+    fn an_instance_gone_has_its_cpu_counted() {
+        let meter = Arc::new(Meter::default());
+        let seen = {
+            let inside = meter.clone();
+            CpuTimed::new(
+                async move {
+                    let limits = MeteredLimits::new(StoreLimits::default(), Some(&inside));
+                    let mut x = 0u64;
+                    for i in 0..5_000_000u64 {
+                        x = x.wrapping_add(std::hint::black_box(i));
+                    }
+                    std::hint::black_box(x);
+                    drop(limits);
+                    inside.usage().cpu_ns
+                },
+                Some(meter.clone()),
+            )
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let at_drop = rt.block_on(seen);
+        assert!(at_drop > 0, "no CPU counted when the instance was gone");
+        // The rest of the poll is still counted, once.
+        assert!(meter.usage().cpu_ns >= at_drop);
     }
 }
