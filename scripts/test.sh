@@ -56,12 +56,14 @@ results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 set +e
 # The tests spawn servers and guests with deadlines; two test threads per core
-# keep them from starving each other on small machines.
-cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$results"
+# keep them from starving each other on small machines. --no-fail-fast: a
+# failing binary does not hide the tiers after it (the cluster tier is last).
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}" 2>&1 | tee "$results"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for all test binaries (cargo prints one per binary, the last
-# often being an empty doc-test run).
+# often being an empty doc-test run), and the name of every failed test.
 awk '/^test result:/ { p += $4; f += $6; i += $8 }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$results"
+grep -E '^test .* \.\.\. FAILED$' "$results" | sed -E 's/^test (.*) \.\.\. FAILED$/failed: \1/' || true
 exit "$status"

@@ -102,6 +102,16 @@ impl ContainerCgroup {
         )
     }
 
+    /// The cgroup's directory in the memory hierarchy (the unified one on
+    /// v2), where its OOM kills are counted.
+    pub fn memory_dir(&self) -> Option<std::path::PathBuf> {
+        self.cg
+            .subsystems()
+            .iter()
+            .find(|s| matches!(s, Subsystem::Mem(_)))
+            .map(|s| s.to_controller().path().to_path_buf())
+    }
+
     pub fn add(&self, pid: u32) -> io::Result<()> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(pid as u64))

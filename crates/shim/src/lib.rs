@@ -12,6 +12,7 @@
 //! - [`node`]: node mode, every Wasm HTTP app of the node in one process.
 //! - [`sandbox`]: the CRI's pod sandbox (pause), made by the shim itself.
 //! - [`zygote`]: container processes forked, not executed.
+//! - [`oom`]: OOM kills in containers' memory cgroups, reported as TaskOOM.
 //! - [`process`], [`proctitle`], [`cgroup`], [`events`], [`netns`]: the plumbing.
 
 pub mod cgroup;
@@ -22,6 +23,7 @@ pub mod image;
 pub mod metrics;
 pub mod netns;
 pub mod node;
+pub mod oom;
 pub mod plan;
 pub mod process;
 pub mod proctitle;

@@ -108,6 +108,9 @@ struct Prepared {
     stdout: RawFd,
     stderr: RawFd,
     control: RawFd,
+    /// The shim's end of the control pipe, which the child closes so that
+    /// the shim's close is an EOF it can see.
+    control_peer: RawFd,
     status: RawFd,
     cap_last: u32,
 }
@@ -118,6 +121,7 @@ struct Caps {
     effective: u64,
     permitted: u64,
     inheritable: u64,
+    ambient: u64,
 }
 
 /// The steps of the child, reported with errno when one fails.
@@ -132,7 +136,7 @@ const STEPS: &[&str] = &[
     "set a sysctl",
     "set an rlimit",
     "set the user",
-    "drop capabilities",
+    "set capabilities",
     "set no_new_privs",
     "change to the working directory",
     "set up stdio",
@@ -236,6 +240,7 @@ pub fn spawn(
             effective: mask(c.effective()),
             permitted: mask(c.permitted()),
             inheritable: mask(c.inheritable()),
+            ambient: mask(c.ambient()),
         }
     });
     let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -299,6 +304,7 @@ pub fn spawn(
         stdout: stdout.as_raw_fd(),
         stderr: stderr.as_raw_fd(),
         control: ctl_r.as_raw_fd(),
+        control_peer: ctl_w.as_raw_fd(),
         status: st_w.as_raw_fd(),
         cap_last,
     };
@@ -400,6 +406,14 @@ struct ChildCtx<'a> {
 }
 
 /// The cloned child: system calls only, no allocation, no locks.
+///
+/// It is a one-thread copy of the multithreaded shim, so a lock another
+/// thread held at the clone is held here forever. Every libc function it
+/// calls is glibc's thin wrapper of one system call (open, read, write,
+/// close, setns, sethostname, mount, umount2, chdir, prctl, setrlimit as
+/// prlimit64, dup2, sigprocmask, signal as rt_sigaction, execve, _exit);
+/// the set*id calls, whose glibc wrappers synchronise every thread, are
+/// made raw (`syscall`), as runc's nsexec and crun make them.
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `ChildCtx` `spawn` passed to clone; this process
     // has its own copy of the memory it points to.
@@ -407,7 +421,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     let p = ctx.p;
     // SAFETY: every call below is a plain system call on pointers into
     // `Prepared` (NUL-terminated CStrings, live vectors), valid for the life
-    // of this process; nothing here allocates or takes a lock.
+    // of this process; nothing here allocates or takes a lock (see above).
     unsafe {
         let fail = |step: u8| -> libc::c_int {
             let errno = *libc::__errno_location();
@@ -417,6 +431,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::write(p.status, rec.as_ptr().cast(), rec.len());
             libc::_exit(127)
         };
+        libc::close(p.control_peer);
         for f in &p.cgroup_files {
             let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
@@ -509,14 +524,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 return fail(8);
             }
         }
-        if (p.uid != 0 || p.gid != 0 || !p.groups.is_empty())
-            && (libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0
-                || libc::setgroups(p.groups.len(), p.groups.as_ptr()) != 0
-                || libc::setgid(p.gid) != 0
-                || libc::setuid(p.uid) != 0)
-        {
-            return fail(9);
-        }
+        // runc's order (libcontainer's finalizeNamespace): the bounding set
+        // while still root (PR_CAPBSET_DROP needs CAP_SETPCAP, which a
+        // non-zero uid no longer has in its effective set), keep-caps so the
+        // user switch keeps the permitted set, the switch, keep-caps cleared,
+        // then the sets the spec names. Without capabilities in the spec,
+        // the switch to a non-zero uid clears them all, as the kernel does.
         if let Some(caps) = p.caps {
             for cap in 0..=p.cap_last {
                 if caps.bounding & (1u64 << cap) == 0
@@ -525,6 +538,32 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                     return fail(10);
                 }
             }
+        }
+        let keep = p.caps.is_some();
+        if keep && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+            return fail(9);
+        }
+        // Raw system calls, never glibc's setgroups/setgid/setuid: those
+        // broadcast the change to every thread of glibc's thread list
+        // (__nptl_setxid), which this process copied from the shim's many
+        // threads; it takes a lock another thread may have held at the
+        // clone and waits on threads that do not exist here, forever.
+        // The groups are always set, as runc does: the spec's list is the
+        // whole list (the shim's own groups are not the container's).
+        if libc::syscall(
+            libc::SYS_setgroups,
+            p.groups.len() as libc::c_ulong,
+            p.groups.as_ptr(),
+        ) != 0
+            || libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) != 0
+            || libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) != 0
+        {
+            return fail(9);
+        }
+        if keep && libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0 {
+            return fail(9);
+        }
+        if let Some(caps) = p.caps {
             let mut header = CapHeader {
                 version: LINUX_CAPABILITY_VERSION_3,
                 pid: 0,
@@ -543,6 +582,21 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             ];
             if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
                 return fail(10);
+            }
+            // Ambient capabilities survive the exec of a non-setuid program;
+            // each must already be permitted and inheritable.
+            for cap in 0..=p.cap_last {
+                if caps.ambient & (1u64 << cap) != 0
+                    && libc::prctl(
+                        libc::PR_CAP_AMBIENT,
+                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                        cap as libc::c_ulong,
+                        0,
+                        0,
+                    ) != 0
+                {
+                    return fail(10);
+                }
             }
         }
         if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -667,78 +721,4 @@ fn cap_number(c: Capability) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use oci_spec::runtime::{
-        LinuxBuilder, LinuxNamespaceBuilder, LinuxSeccompBuilder, ProcessBuilder, SpecBuilder,
-    };
-
-    fn spec(linux: LinuxBuilder, terminal: bool) -> Spec {
-        SpecBuilder::default()
-            .process(
-                ProcessBuilder::default()
-                    .args(vec!["/pause".to_string()])
-                    .terminal(terminal)
-                    .build()
-                    .unwrap(),
-            )
-            .linux(linux.build().unwrap())
-            .build()
-            .unwrap()
-    }
-
-    fn ns(typ: LinuxNamespaceType, path: Option<&str>) -> oci_spec::runtime::LinuxNamespace {
-        let mut b = LinuxNamespaceBuilder::default().typ(typ);
-        if let Some(p) = path {
-            b = b.path(p);
-        }
-        b.build().unwrap()
-    }
-
-    #[test]
-    fn what_goes_to_runc() {
-        let cri_like = || {
-            LinuxBuilder::default().namespaces(vec![
-                ns(LinuxNamespaceType::Network, Some("/run/netns/x")),
-                ns(LinuxNamespaceType::Pid, None),
-                ns(LinuxNamespaceType::Ipc, None),
-                ns(LinuxNamespaceType::Uts, None),
-                ns(LinuxNamespaceType::Mount, None),
-            ])
-        };
-        assert_eq!(unsupported(&spec(cri_like(), false)), None);
-        assert_eq!(unsupported(&spec(cri_like(), true)), Some("a terminal"));
-        let seccomp = LinuxSeccompBuilder::default().build().unwrap();
-        assert_eq!(
-            unsupported(&spec(cri_like().seccomp(seccomp), false)),
-            Some("a seccomp profile")
-        );
-        let device = oci_spec::runtime::LinuxDeviceBuilder::default()
-            .path("/dev/fuse")
-            .typ(oci_spec::runtime::LinuxDeviceType::C)
-            .major(10)
-            .minor(229)
-            .build()
-            .unwrap();
-        assert_eq!(
-            unsupported(&spec(cri_like().devices(vec![device]), false)),
-            Some("devices")
-        );
-        let userns = LinuxBuilder::default().namespaces(vec![ns(LinuxNamespaceType::User, None)]);
-        assert_eq!(unsupported(&spec(userns, false)), Some("a user namespace"));
-        let join_pid = LinuxBuilder::default()
-            .namespaces(vec![ns(LinuxNamespaceType::Pid, Some("/proc/1/ns/pid"))]);
-        assert_eq!(
-            unsupported(&spec(join_pid, false)),
-            Some("joining a mount or pid namespace")
-        );
-    }
-
-    #[test]
-    fn capability_numbers_are_the_kernels() {
-        assert_eq!(cap_number(Capability::Chown), 0);
-        assert_eq!(cap_number(Capability::NetBindService), 10);
-        assert_eq!(cap_number(Capability::SysAdmin), 21);
-        assert_eq!(cap_number(Capability::CheckpointRestore), 40);
-    }
-}
+mod tests;

@@ -17,7 +17,7 @@ use containerd_shim::api::{
 };
 use containerd_shim::monitor::Topic;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
@@ -26,8 +26,8 @@ use containerd_shim::protos::protobuf::{Message, MessageField};
 use containerd_shim::protos::shim::shim::CheckpointTaskRequest;
 use containerd_shim::protos::topics::{
     TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXEC_ADDED_EVENT_TOPIC,
-    TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_PAUSED_EVENT_TOPIC,
-    TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
+    TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_OOM_EVENT_TOPIC,
+    TASK_PAUSED_EVENT_TOPIC, TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
 };
 use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::protos::types::task::ProcessInfo;
@@ -41,6 +41,7 @@ use crate::cgroup::{ContainerCgroup, container_path};
 use crate::events::Events;
 use crate::image::ImageSource;
 use crate::node::{HostedApp, NodeHost};
+use crate::oom::OomWatcher;
 use crate::plan::{self, Entrypoint, HostSettings, PlanError, WasmPlan};
 use crate::process::{
     PidTable, Proc, StdioPaths, open_output_file, open_stdio, pid_of, spawn_wasm,
@@ -103,6 +104,8 @@ struct Inner {
     images: ImageSource,
     /// Node mode's engine for hosted apps.
     node: Option<NodeHost>,
+    /// None if the watcher could not start (logged).
+    oom: Option<OomWatcher>,
 }
 
 /// The Task service.
@@ -165,6 +168,18 @@ impl Service {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR))
                 .join("blobs"),
         };
+        let oom_events = events.clone();
+        let oom = OomWatcher::start(move |container| {
+            oom_events.send(
+                TASK_OOM_EVENT_TOPIC,
+                TaskOOM {
+                    container_id: container.into(),
+                    ..Default::default()
+                },
+            );
+        })
+        .inspect_err(|e| tracing::error!(error = %e, "OOM kills will not be reported"))
+        .ok();
         let inner = Arc::new(Inner {
             namespace: namespace.into(),
             containers: Mutex::default(),
@@ -174,6 +189,7 @@ impl Service {
             host,
             images,
             node: node.then(NodeHost::default),
+            oom,
         });
         // Subscribed before any process exists, so no exit is missed.
         let sub = monitor_subscribe(Topic::All).expect("monitor subscription");
@@ -508,6 +524,11 @@ impl Inner {
                     err(Code::INVALID_ARGUMENT, e.to_string())
                 })?;
                 self.register(pid, &init);
+                // runc made the cgroup at the spec's path.
+                self.watch_oom(
+                    id,
+                    ContainerCgroup::load(&self.cgroup_path(spec, id)).memory_dir(),
+                );
                 let record = StateRecord {
                     linux: true,
                     pid,
@@ -557,17 +578,32 @@ impl Inner {
         self.created(req, bundle, kind, init, feeder, record, mounted)
     }
 
-    /// Creates the container's cgroup at the spec's `cgroupsPath`.
-    fn spec_cgroup(&self, spec: &Spec, id: &str) -> ttrpc::Result<ContainerCgroup> {
-        let path = container_path(
+    /// The container's cgroup: the spec's `cgroupsPath`.
+    fn cgroup_path(&self, spec: &Spec, id: &str) -> String {
+        container_path(
             spec.linux()
                 .as_ref()
                 .and_then(|l| l.cgroups_path().as_ref())
                 .and_then(|p| p.to_str()),
             &self.namespace,
             id,
-        );
-        ContainerCgroup::create(&path).map_err(|e| err(Code::INTERNAL, e.to_string()))
+        )
+    }
+
+    /// Creates the container's cgroup at the spec's `cgroupsPath`.
+    fn spec_cgroup(&self, spec: &Spec, id: &str) -> ttrpc::Result<ContainerCgroup> {
+        ContainerCgroup::create(&self.cgroup_path(spec, id))
+            .map_err(|e| err(Code::INTERNAL, e.to_string()))
+    }
+
+    /// Reports the OOM kills in the memory cgroup `dir` of container `id`.
+    fn watch_oom(&self, id: &str, dir: Option<PathBuf>) {
+        let (Some(oom), Some(dir)) = (&self.oom, dir) else {
+            return;
+        };
+        if let Err(e) = oom.watch(id, &dir) {
+            tracing::warn!(id, error = %e, dir = %dir.display(), "OOM kills of this container will not be reported");
+        }
     }
 
     /// Records a created container and announces it.
@@ -596,6 +632,9 @@ impl Inner {
             execs: Mutex::default(),
             mounted,
         });
+        if let Kind::Wasm { cgroup, .. } | Kind::Sandbox { cgroup, .. } = &container.kind {
+            self.watch_oom(id, cgroup.memory_dir());
+        }
         lock(&self.containers).insert(id.into(), container);
         self.events.send(
             TASK_CREATE_EVENT_TOPIC,
@@ -1005,6 +1044,9 @@ impl Service {
             for e in lock(&c.execs).values() {
                 signal_proc(e, Signal::SIGKILL);
                 let _ = e.wait_timeout(Duration::from_secs(5));
+            }
+            if let Some(oom) = &inner.oom {
+                oom.forget(&c.id);
             }
             let started = Instant::now();
             let cleanup = match &c.kind {

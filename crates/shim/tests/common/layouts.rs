@@ -59,7 +59,21 @@ pub fn layer_image(
     entries: &[Entry],
     entrypoint: &[&str],
     cmd: &[&str],
+    platform: (&str, &str),
+) {
+    layer_image_as(reference, out, entries, entrypoint, cmd, platform, None);
+}
+
+/// [`layer_image`] whose config names the user its processes run as
+/// (`"65535:65535"`, as upstream's pause images say).
+pub fn layer_image_as(
+    reference: &str,
+    out: &Path,
+    entries: &[Entry],
+    entrypoint: &[&str],
+    cmd: &[&str],
     (os, arch): (&str, &str),
+    user: Option<&str>,
 ) {
     let mut layer = tar::Builder::new(Vec::new());
     for entry in entries {
@@ -90,9 +104,14 @@ pub fn layer_image(
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar_bytes).unwrap();
     let layer_gz = gz.finish().unwrap();
+    let mut image_config =
+        serde_json::json!({"Env": ["PATH=/bin"], "Entrypoint": entrypoint, "Cmd": cmd});
+    if let Some(user) = user {
+        image_config["User"] = user.into();
+    }
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": arch, "os": os,
-        "config": {"Env": ["PATH=/bin"], "Entrypoint": entrypoint, "Cmd": cmd},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }))
     .unwrap();

@@ -3,7 +3,7 @@
 
 use wisp_test_guests as guests;
 
-use crate::support::{Cri, WISP, WISP_NODE, container, env, http_get, wait_ready};
+use crate::support::{Cri, RUNC, WISP, WISP_NODE, container, env, http_get, wait_ready};
 
 #[test]
 fn a_wasm_app_and_a_busybox_sidecar_share_the_pod_network() {
@@ -106,4 +106,33 @@ fn wait_no_shims(cri: &Cri) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     false
+}
+
+/// A sidecar that outgrows its memory limit is killed by the kernel, and CRI
+/// says so: reason `OOMKilled`, exit 137 (containerd's TaskOOM, published by
+/// the shim for the container's memory cgroup), as it does under runc.
+#[test]
+fn an_oom_killed_sidecar_is_reported_oomkilled() {
+    let cri = Cri::start();
+    let busybox = cri.import_busybox();
+    for handler in [RUNC, WISP, WISP_NODE] {
+        let pod = cri.run_pod("oom", handler);
+        let mut hog = container("hog", &busybox);
+        // A string that doubles until the cgroup's limit is reached.
+        hog.command = ["/bin/sh", "-c", "a=x; while :; do a=$a$a; done"]
+            .map(String::from)
+            .to_vec();
+        hog.linux.get_or_insert_default().resources = Some(k8s_cri::v1::LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        });
+        let id = cri.run(&pod, hog);
+        let status = cri.wait_exited(&id);
+        assert_eq!(
+            (status.reason.as_str(), status.exit_code),
+            ("OOMKilled", 137),
+            "{handler}: {status:?}"
+        );
+        cri.remove_pod(&pod.id);
+    }
 }

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 
 use crate::host::disabled_plugins;
 pub use crate::host::processes_matching;
-use crate::layouts::{Entry, busybox_entries, layer_image, linux_image};
+use crate::layouts::{Entry, busybox_entries, layer_image, layer_image_as, linux_image};
 
 /// The RuntimeClass handlers this containerd knows.
 pub const WISP: &str = "wisp";
@@ -35,6 +35,8 @@ pub const WISP_NODE: &str = "wisp-node";
 
 /// The sandbox image (CRI's `sandbox_image`), imported at start.
 pub const PAUSE_IMAGE: &str = "docker.io/wisp-test/pause:3.10";
+/// The user of upstream's pause images, which containerd gives the sandbox.
+pub const PAUSE_USER: &str = "65535:65535";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -241,6 +243,23 @@ disabled_plugins = [{disabled}]
             .map(tonic::Response::into_inner)
     }
 
+    /// [`Self::call`] that gives up after `limit` (for calls that could hang).
+    pub fn call_within<T>(
+        &self,
+        limit: Duration,
+        f: impl AsyncFnOnce(RuntimeServiceClient<Channel>) -> Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, String> {
+        match self
+            .rt
+            .block_on(tokio::time::timeout(limit, f(self.rs.clone())))
+        {
+            Ok(r) => r
+                .map(tonic::Response::into_inner)
+                .map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer in {limit:?}")),
+        }
+    }
+
     /// `ctr -n k8s.io ARGS`, which must succeed.
     #[track_caller]
     pub fn ctr(&self, args: &[&str]) -> String {
@@ -268,13 +287,20 @@ disabled_plugins = [{disabled}]
         self.ctr(&["images", "import", "--all-platforms", tar.to_str().unwrap()]);
     }
 
+    /// The sandbox image, shaped as upstream's `registry.k8s.io/pause`: its
+    /// config says `User: 65535:65535`, and containerd runs every pod's
+    /// sandbox as that user (a root pause hides the sandbox's user and
+    /// capability handling from every test).
     fn import_pause(&self) {
         let tar = self.dir.path().join("pause.tar");
-        linux_image(
+        layer_image_as(
             PAUSE_IMAGE,
             &tar,
             &[Entry::file("pause", pause_binary().to_vec(), 0o755)],
+            &[],
             &["/pause"],
+            ("linux", "amd64"),
+            Some(PAUSE_USER),
         );
         self.import(&tar);
     }
