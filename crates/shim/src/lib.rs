@@ -8,7 +8,8 @@
 //! - [`image`]: Wasm layers from containerd's content store (artifact images).
 //! - [`child`]: the Wasm container process (forked by the zygote, or the
 //!   shim binary executed again).
-//! - [`runc`]: Linux containers (sidecars) delegated to runc.
+//! - [`runc`]: Linux containers (sidecars) delegated to runc; [`console`]:
+//!   their terminals.
 //! - [`node`]: node mode, every Wasm HTTP app of the node in one process.
 //! - [`sandbox`]: the CRI's pod sandbox (pause), made by the shim itself.
 //! - [`zygote`]: container processes forked, not executed.
@@ -17,6 +18,7 @@
 
 pub mod cgroup;
 pub mod child;
+pub mod console;
 pub mod daemon;
 pub mod events;
 pub mod image;

@@ -52,6 +52,8 @@ pub struct ProcState {
     /// Writing one byte here starts a created Wasm process.
     pub control: Option<File>,
     pub stdin: Option<StdinFeeder>,
+    /// The terminal of a `tty: true` process run by runc.
+    pub console: Option<Arc<crate::console::Console>>,
     /// Start is publishing TaskStart: an exit seen meanwhile waits in
     /// `deferred_exit` (pid, code), so TaskExit never precedes TaskStart.
     pub starting: bool,
@@ -84,6 +86,7 @@ impl Proc {
                 exit: None,
                 control: None,
                 stdin: None,
+                console: None,
                 starting: false,
                 deferred_exit: None,
             }),

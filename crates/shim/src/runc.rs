@@ -14,6 +14,27 @@ use crate::process::{ChildStdio, run_cmd};
 /// Env var naming the runc binary; `runc` on PATH by default.
 pub const RUNC_ENV: &str = "WISP_RUNC";
 
+/// Where a runc-run process's stdio goes.
+pub enum RuncIo<'a> {
+    /// Inherited by the process from runc.
+    Stdio(ChildStdio),
+    /// A terminal, whose master runc sends to this socket.
+    Console(&'a Path),
+}
+
+impl RuncIo<'_> {
+    /// Adds the flag a console needs; returns the stdio to inherit.
+    fn apply(self, cmd: &mut Command) -> Option<ChildStdio> {
+        match self {
+            Self::Stdio(s) => Some(s),
+            Self::Console(socket) => {
+                cmd.arg("--console-socket").arg(socket);
+                None
+            }
+        }
+    }
+}
+
 /// One runc container; its state lives in the bundle, so nothing of it
 /// outlives the bundle containerd removes.
 #[derive(Debug, Clone)]
@@ -90,17 +111,20 @@ impl Runc {
         self.run(verb, cmd, None)
     }
 
-    /// `runc create`; returns the init's pid.
-    pub fn create(&self, stdio: ChildStdio) -> io::Result<u32> {
+    /// `runc create`; returns the init's pid. With a `console` socket
+    /// instead of stdio, the init gets a terminal whose master runc sends
+    /// there (see `console.rs`).
+    pub fn create(&self, io: RuncIo<'_>) -> io::Result<u32> {
         let pid_file = self.bundle.join("init.pid");
         let mut cmd = self.command();
         cmd.arg("create")
             .arg("--bundle")
             .arg(&self.bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(&self.id);
-        self.run("create", cmd, Some(stdio))?;
+            .arg(&pid_file);
+        let stdio = io.apply(&mut cmd);
+        cmd.arg(&self.id);
+        self.run("create", cmd, stdio)?;
         read_pid(&pid_file)
     }
 
@@ -109,7 +133,7 @@ impl Runc {
     }
 
     /// `runc exec --detach` of a process spec (JSON); returns its pid.
-    pub fn exec(&self, exec_id: &str, process_json: &[u8], stdio: ChildStdio) -> io::Result<u32> {
+    pub fn exec(&self, exec_id: &str, process_json: &[u8], io: RuncIo<'_>) -> io::Result<u32> {
         let spec = self.bundle.join(format!("exec-{exec_id}.json"));
         let pid_file = self.bundle.join(format!("exec-{exec_id}.pid"));
         std::fs::write(&spec, process_json)?;
@@ -119,9 +143,10 @@ impl Runc {
             .arg("--process")
             .arg(&spec)
             .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(&self.id);
-        let result = self.run("exec", cmd, Some(stdio));
+            .arg(&pid_file);
+        let stdio = io.apply(&mut cmd);
+        cmd.arg(&self.id);
+        let result = self.run("exec", cmd, stdio);
         let _ = std::fs::remove_file(&spec);
         result?;
         let pid = read_pid(&pid_file);

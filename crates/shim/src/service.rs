@@ -38,6 +38,7 @@ use oci_spec::runtime::{LinuxResources, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{ContainerCgroup, container_path};
+use crate::console::with_console;
 use crate::events::Events;
 use crate::image::ImageSource;
 use crate::node::{HostedApp, NodeHost};
@@ -46,7 +47,7 @@ use crate::plan::{self, Entrypoint, HostSettings, PlanError, WasmPlan};
 use crate::process::{
     PidTable, Proc, StdioPaths, open_output_file, open_stdio, pid_of, spawn_wasm,
 };
-use crate::runc::Runc;
+use crate::runc::{Runc, RuncIo};
 use crate::sandbox;
 
 /// File in the bundle recording what `delete` must clean up if the shim dies.
@@ -294,12 +295,6 @@ impl Inner {
     }
 
     fn create(&self, req: &CreateTaskRequest) -> ttrpc::Result<u32> {
-        if req.terminal {
-            return Err(err(
-                Code::UNIMPLEMENTED,
-                "terminal (tty) containers are not supported by wisp",
-            ));
-        }
         let bundle = PathBuf::from(&req.bundle);
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             err(
@@ -415,6 +410,9 @@ impl Inner {
         let open = || open_stdio(&paths).map_err(stdio_err);
         let mut feeder = None;
         let (kind, record) = match entry {
+            Entrypoint::Wasm(_) if paths.terminal => {
+                return Err(no_wasm_terminal("containers"));
+            }
             Entrypoint::Wasm(module) => {
                 let mut plan = plan::wasm_plan(id, spec, rootfs, module, &self.host)
                     .map_err(|e| invalid(&e))?;
@@ -517,12 +515,19 @@ impl Inner {
             }
             Entrypoint::Linux => {
                 let runc = Runc::new(id, bundle);
-                let mut stdio = open()?;
-                feeder = stdio.feeder.take();
-                let pid = runc.create(stdio).map_err(|e| {
+                let created = if paths.terminal {
+                    with_console(&paths, |socket| runc.create(RuncIo::Console(socket)))
+                        .map(|(pid, console)| (pid, Some(console)))
+                } else {
+                    let mut stdio = open()?;
+                    feeder = stdio.feeder.take();
+                    runc.create(RuncIo::Stdio(stdio)).map(|pid| (pid, None))
+                };
+                let (pid, console) = created.map_err(|e| {
                     let _ = runc.delete();
                     err(Code::INVALID_ARGUMENT, e.to_string())
                 })?;
+                init.lock().console = console;
                 self.register(pid, &init);
                 // runc made the cgroup at the spec's path.
                 self.watch_oom(
@@ -659,6 +664,19 @@ impl Inner {
 
 /// The container's stdout and stderr as files, for processes and apps the
 /// shim starts without `Command`.
+/// A Wasm process has no terminal: WASI's `wasi:cli/terminal-*` interfaces
+/// only say whether a stream is one, and the guest could neither size nor
+/// drive a pty, so a `tty: true` container or exec is refused, not faked.
+fn no_wasm_terminal(what: &str) -> ttrpc::Error {
+    err(
+        Code::UNIMPLEMENTED,
+        format!(
+            "terminal (tty) {what} are not supported for Wasm: only Linux containers of the pod \
+             (run by runc) get one"
+        ),
+    )
+}
+
 fn open_outputs(paths: &StdioPaths) -> std::io::Result<(Option<File>, Option<File>)> {
     Ok((
         open_output_file(&paths.stdout)?,
@@ -885,14 +903,23 @@ impl Service {
                     runc.start()
                 } else {
                     let spec = lock(pending).remove(&req.exec_id).unwrap_or_default();
-                    let stdio = open_stdio(&p.stdio);
-                    stdio.and_then(|mut stdio| {
-                        let feeder = stdio.feeder.take();
-                        let pid = runc.exec(&req.exec_id, &spec, stdio)?;
-                        p.lock().stdin = feeder;
-                        inner.register(pid, p);
-                        Ok(())
-                    })
+                    if p.stdio.terminal {
+                        with_console(&p.stdio, |socket| {
+                            runc.exec(&req.exec_id, &spec, RuncIo::Console(socket))
+                        })
+                        .map(|(pid, console)| {
+                            p.lock().console = Some(console);
+                            inner.register(pid, p);
+                        })
+                    } else {
+                        open_stdio(&p.stdio).and_then(|mut stdio| {
+                            let feeder = stdio.feeder.take();
+                            let pid = runc.exec(&req.exec_id, &spec, RuncIo::Stdio(stdio))?;
+                            p.lock().stdin = feeder;
+                            inner.register(pid, p);
+                            Ok(())
+                        })
+                    }
                 }
             }
         }
@@ -1083,11 +1110,8 @@ impl Service {
     pub fn exec(&self, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
         let inner = &self.inner;
         let c = inner.container(&req.id)?;
-        if req.terminal {
-            return Err(err(
-                Code::UNIMPLEMENTED,
-                "terminal (tty) execs are not supported by wisp",
-            ));
+        if req.terminal && matches!(c.kind, Kind::Wasm { .. }) {
+            return Err(no_wasm_terminal("execs"));
         }
         if lock(&c.execs).contains_key(&req.exec_id) {
             return Err(err(
@@ -1327,10 +1351,20 @@ impl Service {
 
     pub fn resize_pty(&self, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
         let (_, p) = self.inner.process(&req.id, &req.exec_id)?;
-        Err(err(
-            Code::FAILED_PRECONDITION,
-            format!("process {} has no terminal", p.event_id()),
-        ))
+        let console = p.lock().console.clone();
+        let Some(console) = console else {
+            return Err(err(
+                Code::FAILED_PRECONDITION,
+                format!("process {} has no terminal", p.event_id()),
+            ));
+        };
+        console.resize(req.width, req.height).map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("failed to resize the terminal of {}: {e}", p.event_id()),
+            )
+        })?;
+        Ok(Empty::new())
     }
 
     pub fn checkpoint(&self, _req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {

@@ -251,7 +251,7 @@ disabled_plugins = [{disabled}]
     ) -> Result<T, String> {
         match self
             .rt
-            .block_on(tokio::time::timeout(limit, f(self.rs.clone())))
+            .block_on(async { tokio::time::timeout(limit, f(self.rs.clone())).await })
         {
             Ok(r) => r
                 .map(tonic::Response::into_inner)

@@ -1,5 +1,6 @@
 //! What users do with kubectl: Deployments, probes, logs, exec, limits,
-//! Jobs, delete; each in both node modes.
+//! OOMKilled, Jobs, delete; each in both node modes, with a pause image
+//! whose user is upstream's 65535:65535.
 
 use std::time::{Duration, Instant};
 
@@ -122,6 +123,41 @@ spec:
     assert_eq!(http_get(&ip, 8080, "/alloc?mib=8").map(|r| r.0), Some(200));
     assert_eq!(http_get(&ip, 8080, "/alloc?mib=96").map(|r| r.0), Some(500));
 
+    // A sidecar beside a Wasm app that outgrows its memory limit: the
+    // kernel kills it and kubectl says OOMKilled (the shim's TaskOOM).
+    let oom = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: oom
+spec:
+  runtimeClassName: {handler}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: app
+    image: {app}
+    imagePullPolicy: Never
+  - name: hog
+    image: {busybox}
+    imagePullPolicy: Never
+    command: [/bin/sh, -c, 'a=x; while :; do a=$a$a; done']
+    resources:
+      limits: {{memory: 32Mi}}
+"#
+    );
+    k.apply(&oom);
+    let reason = k.wait_for("the hog's end", 120, || {
+        let reason = k.kubectl_ok(&[
+            "get",
+            "pod/oom",
+            "-o",
+            r#"jsonpath={.status.containerStatuses[?(@.name=="hog")].state.terminated.reason}"#,
+        ]);
+        (!reason.is_empty()).then_some(reason)
+    });
+    assert_eq!(reason, "OOMKilled");
+
     // Jobs: one completes; a failing one is retried, then fails.
     let job = |name: &str, args: &str, backoff: u32| {
         format!(
@@ -168,6 +204,7 @@ spec:
         "delete",
         "deployment/web",
         "pod/mixed",
+        "pod/oom",
         "job/ok",
         "job/fails",
         "--wait=true",
