@@ -136,3 +136,50 @@ fn an_oom_killed_sidecar_is_reported_oomkilled() {
         cri.remove_pod(&pod.id);
     }
 }
+
+/// `tty: true`: a Linux container of a Wasm pod gets a terminal from runc
+/// (its output, one stream, reaches the CRI log); a Wasm container asking
+/// for one is refused by name.
+#[test]
+fn a_sidecar_gets_a_terminal_and_a_wasm_container_is_refused_one() {
+    let cri = Cri::start();
+    let busybox = cri.import_busybox();
+    let app = cri.import_wasm_app("web", &guests::http_echo(), &[]);
+    for handler in [WISP, WISP_NODE] {
+        let pod = cri.run_pod("tty", handler);
+        let mut term = container("term", &busybox);
+        term.tty = true;
+        term.stdin = true;
+        term.command = ["/bin/busybox", "sh", "-c", "/bin/busybox tty; echo done"]
+            .map(String::from)
+            .to_vec();
+        let id = cri.run(&pod, term.clone());
+        let status = cri.wait_exited(&id);
+        assert_eq!(status.exit_code, 0, "{handler}: {status:?}");
+        let lines = cri.log_lines(&pod, &term);
+        let texts: Vec<&str> = lines
+            .iter()
+            .map(|l| l.text.trim_end_matches('\r'))
+            .collect();
+        assert_eq!(texts, ["/dev/pts/0", "done"], "{handler}: {lines:?}");
+        assert!(lines.iter().all(|l| l.stream == "stdout"), "{lines:?}");
+
+        let mut wasm = container("app", &app);
+        wasm.tty = true;
+        // CRI makes the task, where the shim decides, at StartContainer.
+        let wasm_id = cri.create(&pod, wasm);
+        let req = k8s_cri::v1::StartContainerRequest {
+            container_id: wasm_id,
+        };
+        let refused = cri
+            .call(async |mut rs| rs.start_container(req).await)
+            .unwrap_err();
+        assert!(
+            refused
+                .message()
+                .contains("terminal (tty) containers are not supported for Wasm"),
+            "{handler}: {refused}"
+        );
+        cri.remove_pod(&pod.id);
+    }
+}

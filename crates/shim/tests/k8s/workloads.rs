@@ -1,4 +1,4 @@
-//! What users do with kubectl: Deployments, probes, logs, exec, limits,
+//! What users do with kubectl: Deployments, probes, logs, exec (-it), limits,
 //! OOMKilled, Jobs, delete; each in both node modes, with a pause image
 //! whose user is upstream's 65535:65535.
 
@@ -119,6 +119,39 @@ spec:
     assert_eq!(String::from_utf8_lossy(&out.stdout), "GREETING=pod\n");
     let exec = exec(&["exit", "7"]);
     assert_eq!(exec.status.code(), Some(7));
+    // `kubectl exec -it` into the sidecar gets a terminal (runc's, through
+    // the shim); `script` gives kubectl the terminal it wants on its side.
+    let kubectl = k.kubectl_cmd();
+    let line = std::iter::once(kubectl.get_program())
+        .chain(kubectl.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .chain(
+            [
+                "exec",
+                "-it",
+                "mixed",
+                "-c",
+                "sidecar",
+                "--",
+                "/bin/busybox",
+                "tty",
+            ]
+            .map(String::from),
+        )
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && shown.trim_end().ends_with("/dev/pts/0"),
+        "{:?}: {shown:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The pod spec's memory limit caps the app's instances.
     assert_eq!(http_get(&ip, 8080, "/alloc?mib=8").map(|r| r.0), Some(200));
     assert_eq!(http_get(&ip, 8080, "/alloc?mib=96").map(|r| r.0), Some(500));
