@@ -158,7 +158,9 @@ fn identity(pid: u32) -> Vec<(String, String)> {
 #[test]
 fn sandboxes_get_the_ids_groups_and_capabilities_runc_gives() {
     let cri = Cri::start();
-    let cases: [(&str, Option<(i64, i64, Vec<i64>)>); 3] = [
+    // (uid, gid, supplemental groups) of the pod's securityContext.
+    type RunAs = Option<(i64, i64, Vec<i64>)>;
+    let cases: [(&str, RunAs); 3] = [
         ("image-user", None),
         ("run-as-1000", Some((1000, 3000, vec![4000, 5000]))),
         ("run-as-root", Some((0, 0, vec![]))),
