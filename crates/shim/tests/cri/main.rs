@@ -9,6 +9,7 @@ mod host;
 mod layouts;
 mod support;
 
+mod containerd2;
 mod jobs;
 mod mixed;
 mod node;

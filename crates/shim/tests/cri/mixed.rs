@@ -7,16 +7,15 @@ use crate::support::{Cri, RUNC, WISP, WISP_NODE, container, env, http_get, wait_
 
 #[test]
 fn a_wasm_app_and_a_busybox_sidecar_share_the_pod_network() {
-    mixed_pod(WISP);
+    mixed_pod(&Cri::start(), WISP);
 }
 
 #[test]
 fn the_same_mixed_pod_in_node_mode() {
-    mixed_pod(WISP_NODE);
+    mixed_pod(&Cri::start(), WISP_NODE);
 }
 
-fn mixed_pod(handler: &str) {
-    let cri = Cri::start();
+pub fn mixed_pod(cri: &Cri, handler: &str) {
     let app = cri.import_wasm_app("web", &guests::http_echo(), &[]);
     let busybox = cri.import_busybox();
     let pod = cri.run_pod("mixed", handler);
@@ -113,7 +112,10 @@ fn wait_no_shims(cri: &Cri) -> bool {
 /// the shim for the container's memory cgroup), as it does under runc.
 #[test]
 fn an_oom_killed_sidecar_is_reported_oomkilled() {
-    let cri = Cri::start();
+    oom_killed_sidecars(&Cri::start());
+}
+
+pub fn oom_killed_sidecars(cri: &Cri) {
     let busybox = cri.import_busybox();
     for handler in [RUNC, WISP, WISP_NODE] {
         let pod = cri.run_pod("oom", handler);
@@ -142,7 +144,10 @@ fn an_oom_killed_sidecar_is_reported_oomkilled() {
 /// for one is refused by name.
 #[test]
 fn a_sidecar_gets_a_terminal_and_a_wasm_container_is_refused_one() {
-    let cri = Cri::start();
+    terminals(&Cri::start());
+}
+
+pub fn terminals(cri: &Cri) {
     let busybox = cri.import_busybox();
     let app = cri.import_wasm_app("web", &guests::http_echo(), &[]);
     for handler in [WISP, WISP_NODE] {

@@ -144,7 +144,17 @@ const IDENTITY: &[&str] = &[
     "Seccomp",
 ];
 
+/// Read once the process is the pause: `runc start` returns before its
+/// init's exec, and a non-root process loses its capabilities at exec.
 fn identity(pid: u32) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.ends_with("pause")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pid} never ran /pause"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     IDENTITY
         .iter()
         .map(|f| (f.to_string(), status_field(pid, f)))
@@ -157,7 +167,10 @@ fn identity(pid: u32) -> Vec<(String, String)> {
 /// groups and capabilities runc gives the same pod.
 #[test]
 fn sandboxes_get_the_ids_groups_and_capabilities_runc_gives() {
-    let cri = Cri::start();
+    ids_groups_and_capabilities_are_runcs(&Cri::start());
+}
+
+pub fn ids_groups_and_capabilities_are_runcs(cri: &Cri) {
     // (uid, gid, supplemental groups) of the pod's securityContext.
     type RunAs = Option<(i64, i64, Vec<i64>)>;
     let cases: [(&str, RunAs); 3] = [

@@ -40,8 +40,47 @@ pub const PAUSE_USER: &str = "65535:65535";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Which containerd a [`Cri`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Containerd {
+    /// Debian's 1.6.20 (config version 2, the `io.containerd.grpc.v1.cri` plugin).
+    V1,
+    /// 2.1.4 built by `scripts/install-containerd2.sh`, whose bin directory
+    /// `WISP_CONTAINERD2_BIN` names (config version 3, the CRI plugin split
+    /// into `io.containerd.cri.v1.images` and `io.containerd.cri.v1.runtime`).
+    V2,
+}
+
+impl Containerd {
+    /// The directory of its `containerd` and `ctr`; None: on PATH.
+    fn bin(self) -> Option<PathBuf> {
+        (self == Self::V2).then(|| {
+            std::env::var_os("WISP_CONTAINERD2_BIN")
+                .map(PathBuf::from)
+                .filter(|b| b.join("containerd").is_file())
+                .expect(
+                    "WISP_CONTAINERD2_BIN names no containerd 2.x build: run \
+                     `export WISP_CONTAINERD2_BIN=$(bash scripts/install-containerd2.sh)`",
+                )
+        })
+    }
+
+    fn tool(self, name: &str) -> PathBuf {
+        self.bin().map_or_else(|| name.into(), |b| b.join(name))
+    }
+
+    /// The table the runtime handlers go under.
+    pub fn runtime_plugin(self) -> &'static str {
+        match self {
+            Self::V1 => "io.containerd.grpc.v1.cri",
+            Self::V2 => "io.containerd.cri.v1.runtime",
+        }
+    }
+}
+
 pub struct Cri {
     pub dir: tempfile::TempDir,
+    pub containerd: Containerd,
     daemon: Option<Child>,
     /// The CNI bridge (also the host's route to the pods).
     pub bridge: String,
@@ -71,6 +110,19 @@ impl Cri {
     /// `prepare(config, bin_dir)` runs before containerd starts (where a
     /// node installer adds them instead).
     pub fn start_with(wisp: bool, prepare: impl FnOnce(&Path, &Path)) -> Self {
+        Self::start_on(Containerd::V1, wisp, prepare)
+    }
+
+    /// [`Self::start`] on containerd 2.x.
+    pub fn start_v2() -> Self {
+        Self::start_on(Containerd::V2, true, |_, _| {})
+    }
+
+    pub fn start_on(
+        containerd: Containerd,
+        wisp: bool,
+        prepare: impl FnOnce(&Path, &Path),
+    ) -> Self {
         // Unix socket paths are limited to 108 bytes: keep the dir short.
         let dir = tempfile::Builder::new()
             .prefix("wcri-")
@@ -116,8 +168,50 @@ impl Cri {
             .unwrap(),
         )
         .unwrap();
+        let runtimes = containerd.runtime_plugin();
+        let wisp_handlers = if wisp {
+            format!(
+                "    [plugins.\"{runtimes}\".containerd.runtimes.{WISP}]\n      \
+                 runtime_type = \"io.containerd.wisp.v1\"\n    \
+                 [plugins.\"{runtimes}\".containerd.runtimes.{WISP_NODE}]\n      \
+                 runtime_type = \"io.containerd.wisp-node.v1\"\n"
+            )
+        } else {
+            String::new()
+        };
+        let (version, opt, images, server) = match containerd {
+            Containerd::V1 => (
+                2,
+                format!(
+                    "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}/opt\"\n",
+                    d.display()
+                ),
+                format!(
+                    "  sandbox_image = \"{PAUSE_IMAGE}\"\n  [plugins.\"{runtimes}\".containerd]\n    snapshotter = \"overlayfs\"\n"
+                ),
+                String::new(),
+            ),
+            // 2.x has no `opt` plugin; images and the streaming server have
+            // plugins of their own.
+            Containerd::V2 => (
+                3,
+                String::new(),
+                format!("  [plugins.\"{runtimes}\".containerd]\n"),
+                format!(
+                    "[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = \"overlayfs\"\n  \
+                     [plugins.\"io.containerd.cri.v1.images\".pinned_images]\n    sandbox = \"{PAUSE_IMAGE}\"\n\
+                     [plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  \
+                     stream_server_port = \"0\"\n"
+                ),
+            ),
+        };
+        let streaming = if containerd == Containerd::V1 {
+            "  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n"
+        } else {
+            ""
+        };
         let config = format!(
-            r#"version = 2
+            r#"version = {version}
 root = "{d}/root"
 state = "{d}/state"
 disabled_plugins = [{disabled}]
@@ -125,38 +219,27 @@ disabled_plugins = [{disabled}]
   address = "{d}/containerd.sock"
 [ttrpc]
   address = "{d}/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
+{opt}{server}[plugins."{runtimes}"]
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   disable_apparmor = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "{RUNC}"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC}]
+{streaming}{images}    default_runtime_name = "{RUNC}"
+    [plugins."{runtimes}".containerd.runtimes.{RUNC}]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC}.options]
+      [plugins."{runtimes}".containerd.runtimes.{RUNC}.options]
         Root = "{d}/runc"
-{wisp_handlers}  [plugins."io.containerd.grpc.v1.cri".cni]
+{wisp_handlers}  [plugins."{runtimes}".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
     max_conf_num = 1
 "#,
             d = d.display(),
-            disabled = disabled_plugins(true, false),
-            wisp_handlers = if wisp {
-                format!(
-                    "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{WISP}]\n      \
-                     runtime_type = \"io.containerd.wisp.v1\"\n    \
-                     [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{WISP_NODE}]\n      \
-                     runtime_type = \"io.containerd.wisp-node.v1\"\n"
-                )
-            } else {
-                String::new()
+            disabled = match containerd {
+                Containerd::V1 => disabled_plugins(true, false),
+                Containerd::V2 => format!(
+                    "\"io.containerd.snapshotter.v1.erofs\", {}",
+                    disabled_plugins(true, false)
+                ),
             },
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
@@ -168,7 +251,7 @@ disabled_plugins = [{disabled}]
             std::env::var("PATH").unwrap_or_default()
         );
         let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        let daemon = Command::new("containerd")
+        let daemon = Command::new(containerd.tool("containerd"))
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
@@ -197,6 +280,7 @@ disabled_plugins = [{disabled}]
         let cri = Self {
             rs: RuntimeServiceClient::new(channel),
             dir,
+            containerd,
             daemon: Some(daemon),
             bridge,
             cgroup_root,
@@ -265,7 +349,7 @@ disabled_plugins = [{disabled}]
     pub fn ctr(&self, args: &[&str]) -> String {
         let out = Command::new("timeout")
             .arg("60")
-            .arg("ctr")
+            .arg(self.containerd.tool("ctr"))
             .arg("--address")
             .arg(self.address())
             .args(["-n", "k8s.io"])
