@@ -92,7 +92,7 @@ pub fn mixed_pod(cri: &Cri, handler: &str) {
         Some((200, "hello from wisp\n".into()))
     );
     cri.remove_pod(&pod.id);
-    assert!(cri.shims().is_empty() || wait_no_shims(&cri));
+    assert!(cri.shims().is_empty() || wait_no_shims(cri));
     assert_eq!(cri.mounts(), Vec::<String>::new());
     assert!(cri.container_cgroups().is_empty());
 }
