@@ -60,8 +60,6 @@ pub const NODE_CONFIG_ENV: &str = "WISP_NODE_CONFIG";
 pub const DEFAULT_NODE_CONFIG: &str = "/etc/wisp/node.toml";
 /// Connections one hosted app serves at once.
 const APP_MAX_CONNECTIONS: usize = 1024;
-/// See the hosted command's thread in [`HostedApp::start`].
-const COMMAND_START_DELAY: Duration = Duration::from_millis(20);
 /// How long a SIGTERM'd app drains before it exits anyway.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -319,11 +317,11 @@ impl HostedApp {
                 let meter = self.meter.clone();
                 std::thread::Builder::new().name(name).spawn(move || {
                     join_cpu();
-                    // containerd (CRI) stamps StartedAt when Start has returned;
-                    // a command that ended sooner would show finishing before it
-                    // started. A process-run command pays an exec and a module
-                    // load first; a hosted one waits this long instead.
-                    std::thread::sleep(COMMAND_START_DELAY);
+                    // No wait for Start to return: an exit during Start is
+                    // published after TaskStart (`Service::start`), and the
+                    // time CRI shows as started is containerd's own, stamped
+                    // after Start returns, so a fast command (under runc too)
+                    // may show finishing before it started.
                     let (code, _) = run_until_killed(kill_rx, &got, command.run(meter));
                     on_exit(code);
                 })?;

@@ -210,10 +210,6 @@ impl Service {
     }
 }
 
-/// How long an exit that came while its process was starting waits before it
-/// is published (see `Service::start`).
-const EXIT_DURING_START_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
-
 impl Inner {
     fn on_exit(&self, pid: u32, code: i32) {
         let Some(proc) = lock(&self.pids).exited(pid, code) else {
@@ -854,16 +850,12 @@ impl Service {
             s.deferred_exit.take()
         };
         if let Some((pid, code)) = deferred {
-            // Published a moment later, from a thread: containerd's CRI records
-            // a container's start when Start returns, and an exit it has seen
-            // (with its time) before then made the container finish before it
-            // started (finishedAt < startedAt, a test flake under load). The
-            // exit is timed when it is published.
-            let (inner, p) = (inner.clone(), p.clone());
-            std::thread::spawn(move || {
-                std::thread::sleep(EXIT_DURING_START_DELAY);
-                inner.exited(&p, pid, code);
-            });
+            // TaskStart is queued, so this TaskExit follows it on the one
+            // event thread: the order holds by construction. (No shim can
+            // order the exit after CRI's StartedAt, which containerd stamps
+            // with its own clock once Start has returned: runc's `/bin/true`
+            // shows finishing before it started in 26 of 100 runs.)
+            inner.exited(&p, pid, code);
         }
         result
     }

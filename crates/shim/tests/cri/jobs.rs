@@ -54,7 +54,10 @@ fn exit_codes(handler: &str) -> Cri {
     let id = cri.run(&pod, ok.clone());
     let s = cri.wait_exited(&id);
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"), "{s:?}");
-    assert!(s.finished_at >= s.started_at && s.started_at > 0);
+    // Both stamped; not ordered: containerd stamps StartedAt with its own
+    // clock after Start returns, and a command that exits sooner finishes
+    // "before" it (runc's `/bin/true`: 26 of 100 runs).
+    assert!(s.finished_at > 0 && s.started_at > 0, "{s:?}");
     let out: Vec<_> = cri
         .log_lines(&pod, &ok)
         .into_iter()
