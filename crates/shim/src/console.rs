@@ -18,8 +18,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 
-use crate::process::{StdioPaths, open_output_file};
-
 /// How long runc has to send the master once it has returned.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -93,21 +91,23 @@ pub struct Console {
 }
 
 impl Console {
-    /// Starts copying stdin into `master` and `master` into stdout.
-    pub fn start(master: OwnedFd, paths: &StdioPaths) -> io::Result<Arc<Self>> {
+    /// Starts copying the `stdin` FIFO (none if empty) into `master` and
+    /// `master` into `stdout` (drained if None, so the process never blocks
+    /// on a full terminal).
+    pub fn start(master: OwnedFd, stdin: &str, stdout: Option<File>) -> io::Result<Arc<Self>> {
         let master = File::from(master);
-        let out = open_output_file(&paths.stdout)?;
         let mut from_master = master.try_clone()?;
         std::thread::Builder::new()
             .name("wisp-tty-out".into())
             .spawn(move || {
-                if let Some(mut out) = out {
-                    // Ends with EIO when the slave's last holder is gone.
-                    let _ = io::copy(&mut from_master, &mut out);
-                }
+                // Ends with EIO when the slave's last holder is gone.
+                let _ = match stdout {
+                    Some(mut out) => io::copy(&mut from_master, &mut out),
+                    None => io::copy(&mut from_master, &mut io::sink()),
+                };
             })?;
-        if !paths.stdin.is_empty() {
-            let fifo = paths.stdin.clone();
+        if !stdin.is_empty() {
+            let fifo = stdin.to_string();
             let mut to_master = master.try_clone()?;
             std::thread::Builder::new()
                 .name("wisp-tty-in".into())
@@ -140,14 +140,16 @@ impl Console {
 }
 
 /// Runs `make(console_socket)` (a runc command given `--console-socket`) and
-/// starts the terminal runc sent; returns what `make` returned.
+/// starts the terminal runc sent (see [`Console::start`]); returns what
+/// `make` returned.
 pub fn with_console<T>(
-    paths: &StdioPaths,
+    stdin: &str,
+    stdout: Option<File>,
     make: impl FnOnce(&Path) -> io::Result<T>,
 ) -> io::Result<(T, Arc<Console>)> {
     let socket = ConsoleSocket::new()?;
     let made = make(&socket.path())?;
-    let console = Console::start(socket.receive()?, paths)?;
+    let console = Console::start(socket.receive()?, stdin, stdout)?;
     Ok((made, console))
 }
 
@@ -182,13 +184,8 @@ mod tests {
         let stdin = dir.path().join("stdin");
         nix::unistd::mkfifo(&stdin, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let stdout = dir.path().join("stdout");
-        let paths = StdioPaths {
-            stdin: stdin.display().to_string(),
-            stdout: stdout.display().to_string(),
-            stderr: String::new(),
-            terminal: true,
-        };
-        let console = Console::start(master, &paths).unwrap();
+        let out = File::create(&stdout).unwrap();
+        let console = Console::start(master, &stdin.display().to_string(), Some(out)).unwrap();
         console.resize(132, 43).unwrap();
         let mut size = libc::winsize {
             ws_row: 0,

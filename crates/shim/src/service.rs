@@ -512,7 +512,12 @@ impl Inner {
             Entrypoint::Linux => {
                 let runc = Runc::new(id, bundle);
                 let created = if paths.terminal {
-                    with_console(&paths, |socket| runc.create(RuncIo::Console(socket)))
+                    open_output_file(&paths.stdout)
+                        .and_then(|out| {
+                            with_console(&paths.stdin, out, |socket| {
+                                runc.create(RuncIo::Console(socket))
+                            })
+                        })
                         .map(|(pid, console)| (pid, Some(console)))
                 } else {
                     let mut stdio = open()?;
@@ -896,13 +901,16 @@ impl Service {
                 } else {
                     let spec = lock(pending).remove(&req.exec_id).unwrap_or_default();
                     if p.stdio.terminal {
-                        with_console(&p.stdio, |socket| {
-                            runc.exec(&req.exec_id, &spec, RuncIo::Console(socket))
-                        })
-                        .map(|(pid, console)| {
-                            p.lock().console = Some(console);
-                            inner.register(pid, p);
-                        })
+                        open_output_file(&p.stdio.stdout)
+                            .and_then(|out| {
+                                with_console(&p.stdio.stdin, out, |socket| {
+                                    runc.exec(&req.exec_id, &spec, RuncIo::Console(socket))
+                                })
+                            })
+                            .map(|(pid, console)| {
+                                p.lock().console = Some(console);
+                                inner.register(pid, p);
+                            })
                     } else {
                         open_stdio(&p.stdio).and_then(|mut stdio| {
                             let feeder = stdio.feeder.take();

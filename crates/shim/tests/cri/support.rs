@@ -186,8 +186,11 @@ impl Cri {
                     "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}/opt\"\n",
                     d.display()
                 ),
+                // The streaming server and the images are the CRI plugin's.
                 format!(
-                    "  sandbox_image = \"{PAUSE_IMAGE}\"\n  [plugins.\"{runtimes}\".containerd]\n    snapshotter = \"overlayfs\"\n"
+                    "  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n  \
+                     sandbox_image = \"{PAUSE_IMAGE}\"\n  [plugins.\"{runtimes}\".containerd]\n    \
+                     snapshotter = \"overlayfs\"\n"
                 ),
                 String::new(),
             ),
@@ -205,11 +208,6 @@ impl Cri {
                 ),
             ),
         };
-        let streaming = if containerd == Containerd::V1 {
-            "  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n"
-        } else {
-            ""
-        };
         let config = format!(
             r#"version = {version}
 root = "{d}/root"
@@ -223,7 +221,7 @@ disabled_plugins = [{disabled}]
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   disable_apparmor = true
-{streaming}{images}    default_runtime_name = "{RUNC}"
+{images}    default_runtime_name = "{RUNC}"
     [plugins."{runtimes}".containerd.runtimes.{RUNC}]
       runtime_type = "io.containerd.runc.v2"
       [plugins."{runtimes}".containerd.runtimes.{RUNC}.options]

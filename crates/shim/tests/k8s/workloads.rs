@@ -140,11 +140,18 @@ spec:
         )
         .collect::<Vec<_>>()
         .join(" ");
-    let out = std::process::Command::new("timeout")
+    // Its stdin stays open while it runs: at end of file, `script` types an
+    // EOF into the terminal, whose echo could trail the output.
+    let mut script = std::process::Command::new("timeout")
         .args(["60", "script", "-qec", &line, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let stdin = script.stdin.take();
+    let out = script.wait_with_output().unwrap();
+    drop(stdin);
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && shown.trim_end().ends_with("/dev/pts/0"),
