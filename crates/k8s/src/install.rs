@@ -2,7 +2,7 @@
 //! config. Idempotent: a second run changes nothing and says so.
 //!
 //! - The shim binary is copied into the bin directory under both of its
-//!   names ([`crate::PER_POD`] and [`crate::NODE`]); a file already holding
+//!   names ([`crate::handlers::PER_POD`] and [`crate::handlers::NODE`]); a file already holding
 //!   the same bytes is left alone. Each copy is written beside its target and
 //!   renamed over it, so a shim starting meanwhile runs the old or the new
 //!   binary, never half of one.
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use toml_edit::{DocumentMut, Item, Table, value};
 
-use crate::HANDLERS;
+use crate::handlers::{HANDLERS, PER_POD};
 
 /// Where and what to install.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ impl Default for Options {
             root: PathBuf::from("/"),
             config: PathBuf::from("/etc/containerd/config.toml"),
             bin_dir: PathBuf::from("/usr/local/bin"),
-            shim: PathBuf::from(crate::PER_POD.binary),
+            shim: PathBuf::from(PER_POD.binary),
             new_config_version: 2,
             dry_run: false,
         }

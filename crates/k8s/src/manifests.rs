@@ -1,6 +1,6 @@
 //! The objects a cluster needs, as YAML for `kubectl apply -f -`.
 
-use crate::{HANDLERS, NODE_LABEL, NODE_LABEL_VALUE};
+use crate::handlers::{HANDLERS, NODE_LABEL, NODE_LABEL_VALUE};
 
 /// The `RuntimeClass` objects, one per handler. Their `scheduling` sends Wasm
 /// pods only to nodes labelled [`NODE_LABEL`], where the installer has put

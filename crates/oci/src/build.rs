@@ -8,16 +8,19 @@ use flate2::{Compression, GzBuilder};
 use serde::Serialize;
 
 use crate::digest::SHA256_PREFIX;
+use crate::digest::sha256_digest;
+use crate::media_type;
+use crate::names::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ANNOTATION_TITLE, APP_PATH, IMAGE_OS,
+    WASM_ARCHITECTURE,
+};
+use crate::reference::Reference;
 use crate::spec::{
     Annotations, ContainerConfig, Descriptor, ImageConfig, Index, Manifest, OciLayout, Platform,
     RootFs, WasmConfig,
 };
 use crate::tarball::TarWriter;
 use crate::wasm::{WasmError, WasmKind, component_info, detect_wasm};
-use crate::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ANNOTATION_TITLE, APP_PATH, IMAGE_OS, Reference,
-    WASM_ARCHITECTURE, media_type, sha256_digest,
-};
 
 /// Errors building an image.
 #[derive(Debug, thiserror::Error)]

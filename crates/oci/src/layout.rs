@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use flate2::read::GzDecoder;
 use serde::de::DeserializeOwned;
 
+use crate::digest::sha256_digest;
 use crate::digest::{SHA256_PREFIX, sha256_hex};
 use crate::kind::{ImageKind, KindError, detect_kind};
+use crate::media_type;
+use crate::names::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 use crate::spec::{
     Descriptor, IMAGE_LAYOUT_VERSION, ImageConfig, Index, Manifest, OciLayout, WasmConfig,
 };
-use crate::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, media_type, sha256_digest};
 
 /// Errors reading a layout or what it holds.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,7 @@ mod digest;
 mod kind;
 mod layout;
 pub mod media_type;
+mod names;
 mod reference;
 #[cfg(feature = "registry")]
 mod registry;
@@ -53,35 +54,14 @@ pub use build::{
 pub use digest::sha256_digest;
 pub use kind::{ImageKind, KindError, detect_kind, is_wasm_layer, wasm_layers};
 pub use layout::{Layout, LayoutError, LayoutImage, read_layout_dir, read_layout_tar};
+pub use names::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ANNOTATION_TITLE, APP_PATH, COMPONENT_OS, IMAGE_OS,
+    MODULE_OS, WASM_ARCHITECTURE,
+};
 pub use reference::{Reference, ReferenceError};
 #[cfg(feature = "registry")]
 pub use registry::{Image, Pushed, Registry, RegistryError, RegistryOptions, docker_credentials};
 pub use wasm::{WasmError, WasmKind, component_info, detect_wasm};
-
-/// Where [`Shape::Image`] puts the app inside the image's filesystem.
-pub const APP_PATH: &str = "/app.wasm";
-
-/// The platform OS of [`Shape::Image`], as runwasi and `docker buildx --platform
-/// wasi/wasm` write it.
-pub const IMAGE_OS: &str = "wasi";
-
-/// The platform architecture of every Wasm image.
-pub const WASM_ARCHITECTURE: &str = "wasm";
-
-/// The TAG Wasm config `os` of a core module (WASI preview 1).
-pub const MODULE_OS: &str = "wasip1";
-
-/// The TAG Wasm config `os` of a component (WASI preview 2).
-pub const COMPONENT_OS: &str = "wasip2";
-
-/// Annotation with the full image name, read by `ctr images import`.
-pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
-
-/// OCI annotation with a blob's file name (set on raw Wasm layers).
-pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
-
-/// OCI annotation with the reference's tag, in `index.json`.
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 #[cfg(test)]
 mod tests;

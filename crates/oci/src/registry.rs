@@ -18,13 +18,15 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 
+use crate::build::ImageArchive;
 use crate::build::{WriteError, write_layout_tar};
+use crate::digest::sha256_digest;
 use crate::digest::sha256_hex;
+use crate::layout::{Layout, LayoutError};
+use crate::media_type;
+use crate::names::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+use crate::reference::Reference;
 use crate::spec::{Descriptor, Index, Manifest, Platform};
-use crate::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, ImageArchive, Layout, LayoutError, Reference,
-    media_type, sha256_digest,
-};
 
 /// Errors talking to a registry, or preparing what to push.
 #[derive(Debug, thiserror::Error)]
@@ -516,7 +518,7 @@ fn parse_top(reference: &str, bytes: &[u8]) -> Result<Top, RegistryError> {
 
 /// Whether a platform is one a Wasm runtime runs.
 fn is_wasm_platform(p: &Platform) -> bool {
-    p.architecture == crate::WASM_ARCHITECTURE
+    p.architecture == crate::names::WASM_ARCHITECTURE
 }
 
 /// The manifest of an index to pull: the one for `wanted`; else the only

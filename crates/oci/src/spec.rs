@@ -56,7 +56,7 @@ impl Descriptor {
     pub fn of(media_type: &str, bytes: &[u8]) -> Self {
         Self {
             media_type: media_type.to_owned(),
-            digest: crate::sha256_digest(bytes),
+            digest: crate::digest::sha256_digest(bytes),
             size: bytes.len() as u64,
             platform: None,
             artifact_type: None,

@@ -3,8 +3,8 @@
 
 use wasmparser::{Parser, Payload};
 
+use crate::names::{COMPONENT_OS, MODULE_OS};
 use crate::spec::ComponentInfo;
-use crate::{COMPONENT_OS, MODULE_OS};
 
 /// Errors about the Wasm input itself.
 #[derive(Debug, thiserror::Error)]

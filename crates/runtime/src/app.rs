@@ -345,7 +345,7 @@ fn compile(engine: &Engine, path: &Path, raw: Raw, wasm: &[u8]) -> Result<(Code,
             false,
         )),
         Err(e) => {
-            tracing::warn!(error = %crate::error_chain(&e), "code cache not written; continuing without it");
+            tracing::warn!(error = %crate::error::error_chain(&e), "code cache not written; continuing without it");
             // SAFETY: the artifact was produced by `precompile_*` of this engine just now.
             let code = match raw {
                 Raw::Module => {

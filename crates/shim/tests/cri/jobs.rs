@@ -59,7 +59,7 @@ fn exit_codes(handler: &str) -> Cri {
     // "before" it (runc's `/bin/true`: 26 of 100 runs).
     assert!(s.finished_at > 0 && s.started_at > 0, "{s:?}");
     let out: Vec<_> = cri
-        .log_lines(&pod, &ok)
+        .log_lines_at_least(&pod, &ok, 3)
         .into_iter()
         .map(|l| (l.stream, l.text))
         .collect();
@@ -79,7 +79,7 @@ fn exit_codes(handler: &str) -> Cri {
     let id = cri.run(&pod, crash.clone());
     let s = cri.wait_exited(&id);
     assert_eq!(s.exit_code, 134, "{s:?}");
-    let log = cri.log_lines(&pod, &crash);
+    let log = cri.log_lines_at_least(&pod, &crash, 1);
     assert!(
         log.iter()
             .any(|l| l.stream == "stderr" && l.text.contains("unreachable")),
@@ -117,7 +117,7 @@ fn restarts(handler: &str) {
         let id = cri.run(&pod, job.clone());
         let s = cri.wait_exited(&id);
         assert_eq!(s.exit_code, 0, "{s:?}");
-        let log = cri.log_lines(&pod, &job);
+        let log = cri.log_lines_at_least(&pod, &job, 1);
         assert_eq!(log.len(), 1, "{log:?}");
         assert_eq!(log[0].text, format!("attempt {attempt}"));
         // kubelet removes dead containers older than the last one.

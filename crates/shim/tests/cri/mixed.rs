@@ -161,7 +161,7 @@ pub fn terminals(cri: &Cri) {
         let id = cri.run(&pod, term.clone());
         let status = cri.wait_exited(&id);
         assert_eq!(status.exit_code, 0, "{handler}: {status:?}");
-        let lines = cri.log_lines(&pod, &term);
+        let lines = cri.log_lines_at_least(&pod, &term, 2);
         let texts: Vec<&str> = lines
             .iter()
             .map(|l| l.text.trim_end_matches('\r'))

@@ -91,14 +91,7 @@ fn node_mode_serves_three_pods_of_two_apps_from_one_process() {
     }
     for (pod, _, config) in [a, b] {
         let name = &pod.config.metadata.as_ref().unwrap().name;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let lines = loop {
-            let lines = cri.log_lines(pod, config);
-            if lines.len() >= 6 || Instant::now() > deadline {
-                break lines;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let lines = cri.log_lines_at_least(pod, config, 6);
         let mut texts: Vec<_> = lines
             .iter()
             .map(|l| (l.stream.as_str(), l.text.as_str()))

@@ -673,6 +673,27 @@ disabled_plugins = [{disabled}]
         parse_cri_log(&std::fs::read_to_string(&path).unwrap_or_default())
     }
 
+    /// The log once it holds `n` lines (or what it holds after 10 s).
+    /// containerd writes the file from a goroutine of its own that may still
+    /// hold the last lines when the container is reported exited (its IO
+    /// wait covers the FIFO copy, not the log writer): a full CI run read an
+    /// empty log right after a one-line exit once.
+    pub fn log_lines_at_least(
+        &self,
+        pod: &Pod,
+        container: &ContainerConfig,
+        n: usize,
+    ) -> Vec<LogLine> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.log_lines(pod, container);
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything of this instance's pods still present in cgroupfs, below
     /// the pod level (container cgroups; pod cgroups are kubelet's).
     pub fn container_cgroups(&self) -> Vec<PathBuf> {
