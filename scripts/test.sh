@@ -2,7 +2,8 @@
 # The project's test command: what the README says and what CI runs (.ci/run).
 # On a fresh machine it installs what the tests need (idempotently, caches
 # outside the repository), builds the test guests, then runs the gates:
-# rustfmt, clippy -D warnings, the example's reproducibility, and every test.
+# rustfmt, clippy -D warnings, the layer check (scripts/check-layers.py), the
+# example's reproducibility, and every test.
 #
 #   bash scripts/test.sh            everything
 #   SKIP_LINT=1 bash scripts/test.sh   tests only
@@ -49,6 +50,8 @@ if [ -z "${SKIP_LINT:-}" ]; then
     cargo fmt --all -- --check
     log "clippy"
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    log "layers: no import cycle in any crate, no source file over 800 lines"
+    python3 scripts/check-layers.py
 fi
 
 log "tests"

@@ -20,21 +20,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::cli::OutputFile;
-use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::app::{App, AppShape, Code};
 use crate::command::{HasLimits, new_store, with_deadline};
@@ -42,10 +39,21 @@ use crate::config::{Config, ServerConfig};
 use crate::engine::Engine;
 use crate::lane;
 use crate::meter::{CpuTimed, Meter, MeteredLimits, Usage};
-use crate::wasi::{Grants, OutboundPolicy};
+use crate::wasi::Grants;
 
-/// The body type of every response.
-pub type ResponseBody = HyperOutgoingBody;
+mod cgi;
+mod error;
+mod listen;
+mod respond;
+mod state;
+
+pub use cgi::{CgiError, cgi_args, cgi_env, parse_cgi};
+pub use error::ServeError;
+pub use listen::{bind, bind_group};
+pub use respond::ResponseBody;
+use respond::{guest_failure, respond, text};
+pub use state::{GuestOutput, ProxyState, WagiState};
+use state::{LiveGuard, Queued};
 
 /// Where a proxy guest sends its response head.
 type ResponseTx = tokio::sync::oneshot::Sender<
@@ -71,122 +79,6 @@ pub const STATS_PATH: &str = "/.well-known/wisp/stats";
 pub const MAX_WAGI_BODY: usize = 16 << 20;
 /// Largest CGI output a WAGI module may write.
 pub const MAX_WAGI_OUTPUT: usize = 64 << 20;
-
-/// Errors of setting up or running the server.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The app is not an HTTP app.
-    #[error("`{}` is a {shape}, which cannot serve HTTP; run it with `wisp run`", path.display())]
-    NotHttp {
-        /// The app.
-        path: std::path::PathBuf,
-        /// What it is.
-        shape: AppShape,
-    },
-    /// Linking failed (e.g. the app imports something the host does not provide).
-    #[error("failed to prepare `{}` for instantiation", path.display())]
-    Prepare {
-        /// The app.
-        path: std::path::PathBuf,
-        /// The cause.
-        #[source]
-        source: wasmtime::Error,
-    },
-    /// A granted directory could not be opened.
-    #[error(transparent)]
-    Grants(#[from] crate::wasi::WasiError),
-    /// The listening socket could not be set up.
-    #[error("failed to listen on {addr}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Store state of a `wasi:http` instance.
-pub struct ProxyState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    hooks: OutboundPolicy,
-    limits: MeteredLimits,
-    _live: LiveGuard,
-    _epoch: crate::engine::Running,
-}
-
-impl WasiView for ProxyState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for ProxyState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
-impl HasLimits for ProxyState {
-    fn limits(&mut self) -> &mut MeteredLimits {
-        &mut self.limits
-    }
-}
-
-/// Store state of a WAGI instance.
-pub struct WagiState {
-    wasi: WasiP1Ctx,
-    limits: MeteredLimits,
-    _live: LiveGuard,
-    _epoch: crate::engine::Running,
-}
-
-impl HasLimits for WagiState {
-    fn limits(&mut self) -> &mut MeteredLimits {
-        &mut self.limits
-    }
-}
-
-/// Counts live instances; one lives in each store's data.
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl LiveGuard {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter.clone())
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts requests waiting for an execution slot while it lives.
-struct Queued<'a>(&'a AtomicUsize);
-
-impl<'a> Queued<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 enum Executor {
     Proxy(ProxyPre<ProxyState>),
@@ -215,38 +107,6 @@ struct Inner {
     /// [`HttpServer::hosted`]): its CPU clock costs a system call per poll.
     meter: Option<Arc<Meter>>,
     output: GuestOutput,
-}
-
-/// Where the guests' stdout and stderr go; `None` inherits the process's.
-#[derive(Clone, Default)]
-pub struct GuestOutput {
-    pub stdout: Option<OutputFile>,
-    pub stderr: Option<OutputFile>,
-}
-
-impl GuestOutput {
-    /// Output to these files (a container's log FIFOs, say).
-    pub fn files(stdout: Option<std::fs::File>, stderr: Option<std::fs::File>) -> Self {
-        Self {
-            stdout: stdout.map(OutputFile::new),
-            stderr: stderr.map(OutputFile::new),
-        }
-    }
-
-    fn apply_stderr(&self, builder: &mut WasiCtxBuilder) {
-        match &self.stderr {
-            Some(f) => builder.stderr(f.clone()),
-            None => builder.inherit_stderr(),
-        };
-    }
-
-    fn apply(&self, builder: &mut WasiCtxBuilder) {
-        match &self.stdout {
-            Some(f) => builder.stdout(f.clone()),
-            None => builder.inherit_stdout(),
-        };
-        self.apply_stderr(builder);
-    }
 }
 
 /// A prepared HTTP app. Cheap to clone; clones share the instance slots.
@@ -885,325 +745,5 @@ pub struct DrainReport {
     pub live_instances: usize,
 }
 
-/// Binds a listening socket with `backlog`.
-pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServeError> {
-    bind_group(addr, backlog, false)
-}
-
-/// [`bind`], joining the SO_REUSEPORT group of `addr` when `reuseport` (this
-/// process's other listeners on it; the kernel only groups sockets of one user).
-pub fn bind_group(
-    addr: SocketAddr,
-    backlog: u32,
-    reuseport: bool,
-) -> Result<TcpListener, ServeError> {
-    let err = |source| ServeError::Bind { addr, source };
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(err)?;
-    // Lets a restarted server rebind while old connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true).map_err(err)?;
-    if reuseport {
-        socket.set_reuseport(true).map_err(err)?;
-    }
-    socket.bind(addr).map_err(err)?;
-    socket.listen(backlog).map_err(err)
-}
-
-fn guest_failure(e: &wasmtime::Error) -> Response<ResponseBody> {
-    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
-        tracing::error!("guest stopped: request deadline exceeded");
-        return text(StatusCode::GATEWAY_TIMEOUT, "request timed out\n");
-    }
-    tracing::error!(error = ?e, "guest failed");
-    text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        Bytes::from_static(body.as_bytes()),
-    )
-}
-
-/// A whole response the host answers itself.
-fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
-    let mut resp = Response::new(
-        Full::new(body)
-            .map_err(|n: Infallible| match n {})
-            .boxed_unsync(),
-    );
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type),
-    );
-    resp
-}
-
-/// WAGI arguments: the path, then each query parameter (`a=b&c` gives `a=b`, `c`),
-/// percent-decoded.
-pub fn cgi_args(uri: &http::Uri) -> Vec<String> {
-    let mut args = vec![uri.path().to_owned()];
-    if let Some(q) = uri.query() {
-        args.extend(q.split('&').filter(|p| !p.is_empty()).map(percent_decode));
-    }
-    args
-}
-
-/// The CGI/1.1 environment of a request (RFC 3875, plus WAGI's `X_FULL_URL`),
-/// with each request header as `HTTP_<NAME>`.
-pub fn cgi_env(
-    parts: &http::request::Parts,
-    content_length: usize,
-    listen: SocketAddr,
-    remote: Option<SocketAddr>,
-) -> Vec<(String, String)> {
-    let uri = &parts.uri;
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| listen.to_string());
-    let (server_name, server_port) = match host.rsplit_once(':') {
-        Some((n, p)) if p.parse::<u16>().is_ok() => (n.to_owned(), p.to_owned()),
-        _ => (host.clone(), listen.port().to_string()),
-    };
-    let header = |name: HeaderName| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let mut env = vec![
-        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
-        (
-            "SERVER_SOFTWARE".into(),
-            concat!("wisp/", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        ("SERVER_PROTOCOL".into(), format!("{:?}", parts.version)),
-        ("SERVER_NAME".into(), server_name),
-        ("SERVER_PORT".into(), server_port),
-        ("REQUEST_METHOD".into(), parts.method.as_str().into()),
-        ("SCRIPT_NAME".into(), String::new()),
-        ("PATH_INFO".into(), uri.path().into()),
-        ("PATH_TRANSLATED".into(), uri.path().into()),
-        ("QUERY_STRING".into(), uri.query().unwrap_or("").into()),
-        ("CONTENT_LENGTH".into(), content_length.to_string()),
-        ("CONTENT_TYPE".into(), header(http::header::CONTENT_TYPE)),
-        (
-            "REMOTE_ADDR".into(),
-            remote.map(|r| r.ip().to_string()).unwrap_or_default(),
-        ),
-        (
-            "REMOTE_HOST".into(),
-            remote.map(|r| r.ip().to_string()).unwrap_or_default(),
-        ),
-        ("X_MATCHED_ROUTE".into(), "/...".into()),
-        (
-            "X_FULL_URL".into(),
-            format!(
-                "http://{host}{}",
-                uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-            ),
-        ),
-    ];
-    for (name, value) in &parts.headers {
-        // Content-Type and -Length have their own variables; Authorization is
-        // withheld, as CGI servers do.
-        if name == http::header::AUTHORIZATION
-            || name == http::header::CONTENT_TYPE
-            || name == http::header::CONTENT_LENGTH
-        {
-            continue;
-        }
-        let Ok(value) = value.to_str() else { continue };
-        let key = format!(
-            "HTTP_{}",
-            name.as_str().to_ascii_uppercase().replace('-', "_")
-        );
-        match env.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => {
-                v.push_str(", ");
-                v.push_str(value);
-            }
-            None => env.push((key, value.to_owned())),
-        }
-    }
-    env
-}
-
-/// Errors of parsing a CGI response.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum CgiError {
-    /// No blank line ends the header block.
-    #[error("no blank line after the CGI headers")]
-    NoHeaderEnd,
-    /// A header line without a colon, or not valid as an HTTP header.
-    #[error("invalid CGI header line `{0}`")]
-    BadHeader(String),
-    /// A `Status` header that is not `NNN [reason]`.
-    #[error("invalid CGI Status `{0}`")]
-    BadStatus(String),
-}
-
-/// Parses CGI output: header lines, a blank line, then the body. `Status: NNN`
-/// sets the status; a `Location` without one means `302 Found` (RFC 3875 §6.2.3).
-pub fn parse_cgi(out: &[u8]) -> Result<Response<Full<Bytes>>, CgiError> {
-    let (head, body) = split_head(out).ok_or(CgiError::NoHeaderEnd)?;
-    let head = String::from_utf8_lossy(head);
-    let mut status = None;
-    let mut headers = HeaderMap::new();
-    for line in head
-        .lines()
-        .map(|l| l.trim_end_matches('\r'))
-        .filter(|l| !l.is_empty())
-    {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| CgiError::BadHeader(line.to_owned()))?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("status") {
-            let code = value.split_whitespace().next().unwrap_or("");
-            let code = code
-                .parse::<u16>()
-                .ok()
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .ok_or_else(|| CgiError::BadStatus(value.to_owned()))?;
-            status = Some(code);
-            continue;
-        }
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| CgiError::BadHeader(line.to_owned()))?;
-        let value =
-            HeaderValue::from_str(value).map_err(|_| CgiError::BadHeader(line.to_owned()))?;
-        headers.append(name, value);
-    }
-    let status = status.unwrap_or(if headers.contains_key(http::header::LOCATION) {
-        StatusCode::FOUND
-    } else {
-        StatusCode::OK
-    });
-    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(body)));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    Ok(resp)
-}
-
-fn split_head(out: &[u8]) -> Option<(&[u8], &[u8])> {
-    // The header block ends at the first empty line, "\n\n" or "\r\n\r\n".
-    let mut i = 0;
-    while i < out.len() {
-        if out[i] == b'\n' {
-            let rest = &out[i + 1..];
-            if rest.starts_with(b"\n") {
-                return Some((&out[..i], &rest[1..]));
-            }
-            if rest.starts_with(b"\r\n") {
-                return Some((&out[..i], &rest[2..]));
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-fn percent_decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi << 4 | lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cgi_output_parses() {
-        let r = parse_cgi(b"Content-Type: text/plain\nX-A: 1\n\nbody\n").unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-type"], "text/plain");
-        assert_eq!(r.headers()["x-a"], "1");
-        let r = parse_cgi(b"Status: 201 Created\r\nContent-Type: a/b\r\n\r\nx").unwrap();
-        assert_eq!(r.status(), 201);
-        let r = parse_cgi(b"Location: /elsewhere\n\n").unwrap();
-        assert_eq!(r.status(), 302);
-        assert!(matches!(
-            parse_cgi(b"Content-Type: x\nno end"),
-            Err(CgiError::NoHeaderEnd)
-        ));
-        assert!(matches!(
-            parse_cgi(b"garbage\n\n"),
-            Err(CgiError::BadHeader(_))
-        ));
-        assert!(matches!(
-            parse_cgi(b"Status: abc\n\n"),
-            Err(CgiError::BadStatus(_))
-        ));
-        assert!(matches!(
-            parse_cgi(b"Status: 99\n\n"),
-            Err(CgiError::BadStatus(_))
-        ));
-    }
-
-    #[test]
-    fn cgi_args_and_env() {
-        let uri: http::Uri = "/p/q?a=b%20c&&d+e&f%zz".parse().unwrap();
-        assert_eq!(cgi_args(&uri), vec!["/p/q", "a=b c", "d e", "f%zz"]);
-        let req = Request::builder()
-            .method("POST")
-            .uri("/x?y=1")
-            .header("host", "example.test:8080")
-            .header("x-test", "one")
-            .header("x-test", "two")
-            .header("authorization", "secret")
-            .header("content-type", "text/plain")
-            .body(())
-            .unwrap();
-        let (parts, ()) = req.into_parts();
-        let env = cgi_env(
-            &parts,
-            5,
-            "127.0.0.1:3000".parse().unwrap(),
-            Some("127.0.0.9:5555".parse().unwrap()),
-        );
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("REQUEST_METHOD"), Some("POST"));
-        assert_eq!(get("PATH_INFO"), Some("/x"));
-        assert_eq!(get("QUERY_STRING"), Some("y=1"));
-        assert_eq!(get("SERVER_NAME"), Some("example.test"));
-        assert_eq!(get("SERVER_PORT"), Some("8080"));
-        assert_eq!(get("CONTENT_LENGTH"), Some("5"));
-        assert_eq!(get("CONTENT_TYPE"), Some("text/plain"));
-        assert_eq!(get("HTTP_X_TEST"), Some("one, two"));
-        assert_eq!(get("REMOTE_ADDR"), Some("127.0.0.9"));
-        assert_eq!(get("X_FULL_URL"), Some("http://example.test:8080/x?y=1"));
-        assert_eq!(get("HTTP_AUTHORIZATION"), None);
-    }
-}
+mod tests;

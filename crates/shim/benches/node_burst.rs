@@ -101,7 +101,7 @@ fn main() {
     // containerd passes its environment to the shims, and the node process
     // inherits it from the shim that starts it.
     // SAFETY: no other thread runs yet: the harness starts after this.
-    unsafe { std::env::set_var(wisp_shim::node::NODE_CONFIG_ENV, &node_config) };
+    unsafe { std::env::set_var(wisp_shim::backend::node::NODE_CONFIG_ENV, &node_config) };
 
     let cri = Cri::start();
     let image = cri.import_wasm_app("echo", &guests::http_echo(), &[]);

@@ -430,3 +430,30 @@ fn a_shim_stays_idle_while_containerd_is_away() {
     wait_status(&c, "idle", "RUNNING");
     assert_eq!(c.kill_and_delete("idle"), 137);
 }
+
+/// `-v` prints the version, revision and Wasmtime version and exits 0, as
+/// `containerd-shim-runc-v2 -v` does, under both of the binary's names.
+#[test]
+fn dash_v_prints_the_version_under_both_names() {
+    let shim = Path::new(env!("CARGO_BIN_EXE_containerd-shim-wisp-v1"));
+    let dir = tempfile::tempdir().unwrap();
+    let node = dir.path().join(wisp_k8s::NODE.binary);
+    std::os::unix::fs::symlink(shim, &node).unwrap();
+    for (bin, name) in [
+        (shim, wisp_k8s::PER_POD.binary),
+        (&node, wisp_k8s::NODE.binary),
+    ] {
+        let out = std::process::Command::new(bin).arg("-v").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {out:?}");
+        assert!(text.starts_with(&format!("{name}:\n")), "{text}");
+        assert!(
+            text.contains(&format!("Version:  {}", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+        assert!(
+            text.contains("Revision: ") && text.contains("Wasmtime: "),
+            "{text}"
+        );
+    }
+}

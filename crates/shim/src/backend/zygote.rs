@@ -10,7 +10,7 @@
 //!
 //! So the daemon forks one process while it still has a single thread, the
 //! zygote, before anything else. On request the zygote forks the container
-//! process, which then runs [`crate::child`] directly, as the executed binary
+//! process, which then runs [`crate::backend::child`] directly, as the executed binary
 //! would. The zygote forks twice and lets the middle process exit, so the
 //! container process is reparented to the daemon (a child subreaper): its exit
 //! reaches the daemon's reaper like any other child's.
@@ -36,7 +36,7 @@ use nix::sys::socket::{
 };
 use nix::unistd::{ForkResult, Pid, fork};
 
-use crate::child::{CONTROL_FD, STATUS_FD};
+use crate::backend::child::{CONTROL_FD, STATUS_FD};
 
 /// Set (to anything) in the daemon's environment, the daemon starts no
 /// zygote and executes the binary for every container process.
@@ -152,7 +152,7 @@ pub fn spawn(fds: [BorrowedFd<'_>; FDS], thread_files: &[CString]) -> Option<io:
         Ok(4) => {}
         // The zygote died (or answered nonsense): execute from now on.
         other => {
-            log::warn!("the zygote is gone ({other:?}); container processes are executed");
+            tracing::warn!("the zygote is gone ({other:?}); container processes are executed");
             *guard = None;
             return None;
         }
@@ -183,11 +183,11 @@ fn zygote(sock: OwnedFd, daemon: Pid) -> ! {
     // waiting for the middle one's exit.
     // SAFETY: setting a disposition; no handler runs.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
-    crate::proctitle::replace_args(b"--wisp-zygote");
+    crate::os::proctitle::replace_args(b"--wisp-zygote");
     // Work every container process would repeat: the compiler's set-up for
     // a command's engine. Nothing depends on it succeeding.
     let _ = wisp_runtime::engine::prebuild_for_run();
-    if !crate::shim::single_threaded() {
+    if !crate::os::threads::single_threaded() {
         // Building the engine started a thread: forks of this process could
         // inherit a held lock. The daemon executes the binary instead.
         std::process::exit(0);
@@ -360,14 +360,14 @@ fn become_container(fds: [OwnedFd; FDS], thread_files: &[&CStr], report: OwnedFd
     // SAFETY: this process has a single thread, so nothing reads the
     // environment concurrently; the executed binary started with none.
     unsafe { libc::clearenv() };
-    crate::proctitle::replace_args(crate::child::CHILD_ARG.as_bytes());
+    crate::os::proctitle::replace_args(crate::backend::child::CHILD_ARG.as_bytes());
     let pid = std::process::id() as i32;
     if nix::unistd::write(&report, &pid.to_ne_bytes()).is_err() {
         // SAFETY: as in `fail`.
         unsafe { libc::_exit(1) }
     }
     drop(report);
-    crate::child::main()
+    crate::backend::child::main()
 }
 
 /// Closes every descriptor from `low` up, except those in `keep`.

@@ -13,19 +13,17 @@ use containerd_shim::{Config, ExitSignal, Flags, Shim, StartOpts, spawn};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cgroup::ContainerCgroup;
-use crate::events::Events;
-use crate::plan::SANDBOX_ID_ANNOTATION;
-use crate::runc::Runc;
-use crate::service::{STATE_FILE, Service, StateRecord, timestamp};
+use crate::backend::runc::Runc;
+use crate::bundle::plan::SANDBOX_ID_ANNOTATION;
+use crate::bundle::state::{STATE_FILE, StateRecord};
+use crate::os::cgroup::ContainerCgroup;
+use crate::os::threads::single_threaded;
+use crate::task::events::timestamp;
 
 /// The runtime type containerd is configured with.
-pub const RUNTIME_ID: &str = "io.containerd.wisp.v1";
+pub const RUNTIME_ID: &str = wisp_k8s::PER_POD.runtime_type;
 
 pub struct WispShim {
-    namespace: String,
-    /// containerd's gRPC address.
-    address: String,
     /// The ttrpc socket this daemon serves (`unix:///run/containerd/s/...`).
     socket: String,
     id: String,
@@ -35,7 +33,7 @@ pub struct WispShim {
 }
 
 /// The crate's `run` handles `start` and `delete` only; the daemon is
-/// [`crate::daemon`], which serves [`Service`] with the async ttrpc server.
+/// [`crate::lifecycle::daemon`], which serves [`Service`] with the async ttrpc server.
 /// The crate's synchronous server, the only user of `Shim::T`, never runs.
 pub struct NotServed;
 
@@ -46,12 +44,10 @@ impl Shim for WispShim {
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         Self {
-            namespace: args.namespace.clone(),
-            address: args.address.clone(),
             socket: args.socket.clone(),
             id: args.id.clone(),
             exit: Arc::default(),
-            node: crate::node::is_node_mode(),
+            node: crate::backend::node::is_node_mode(),
         }
     }
 
@@ -88,11 +84,12 @@ impl Shim for WispShim {
             // Bound here, before the daemon exists, as containerd's own shims
             // do: containerd's connection waits in the socket's backlog while
             // the daemon starts, so `start` returns without waiting for it.
-            let listener =
-                crate::daemon::listen(&address).map_err(|e| containerd_shim::Error::IoError {
+            let listener = crate::lifecycle::daemon::listen(&address).map_err(|e| {
+                containerd_shim::Error::IoError {
                     context: "the shim socket".into(),
                     err: std::io::Error::other(e.to_string()),
-                })?;
+                }
+            })?;
             // None: a racing `start` bound it first, and its daemon answers.
             if let Some(listener) = listener {
                 fork_daemon(&opts, &address, listener, self.node)?;
@@ -102,7 +99,7 @@ impl Shim for WispShim {
             // per-thread arenas would cost resident memory per container.
             let mut vars = vec![("MALLOC_ARENA_MAX", "1")];
             if self.node {
-                vars.push((crate::node::NODE_ENV, "1"));
+                vars.push((crate::backend::node::NODE_ENV, "1"));
             }
             spawn(opts, &grouping, vars)?;
         }
@@ -146,33 +143,11 @@ impl Shim for WispShim {
 
     fn wait(&mut self) {
         self.exit.wait();
-        // The crate removes the socket after this returns, from the address
-        // it reads back from the bundle; containerd deletes the bundle right
-        // after Shutdown, and when it wins that race the socket leaks. The
-        // flag has the same address and needs no file.
-        let path = self.socket.trim_start_matches("unix://");
-        if !path.is_empty() && Path::new(path).exists() {
-            let _ = std::fs::remove_file(path);
-        }
+        crate::lifecycle::daemon::remove_socket(&self.socket);
     }
 
     fn create_task_service(&self, _: RemotePublisher) -> NotServed {
         NotServed
-    }
-}
-
-impl WispShim {
-    /// The Task service of this daemon, publishing events to containerd's
-    /// ttrpc address.
-    pub fn service(&self, ttrpc_address: String) -> Service {
-        let events = Events::start(self.namespace.clone(), ttrpc_address);
-        Service::new(
-            events,
-            &self.namespace,
-            &self.address,
-            self.exit.clone(),
-            self.node,
-        )
     }
 }
 
@@ -226,11 +201,6 @@ fn sandbox_id() -> Option<String> {
     let bytes = std::fs::read("config.json").ok()?;
     let mut spec: Annotated = serde_json::from_slice(&bytes).ok()?;
     spec.annotations.remove(SANDBOX_ID_ANNOTATION)
-}
-
-/// Whether this process has one thread, so a forked child may run anything.
-pub(crate) fn single_threaded() -> bool {
-    std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1)
 }
 
 /// Starts the daemon, serving `listener`, as a fork of this `start` process
@@ -287,14 +257,14 @@ fn fork_daemon(
                 ..Default::default()
             };
             let runtime_id = if node {
-                crate::node::NODE_RUNTIME_ID
+                crate::backend::node::NODE_RUNTIME_ID
             } else {
                 RUNTIME_ID
             };
-            let code = match crate::daemon::serve(runtime_id, flags, Some(listener)) {
+            let code = match crate::lifecycle::daemon::serve(runtime_id, flags, Some(listener)) {
                 Ok(()) => 0,
                 Err(e) => {
-                    log::error!("{runtime_id}: {e}");
+                    tracing::error!("{runtime_id}: {e}");
                     1
                 }
             };
@@ -310,7 +280,7 @@ fn fork_daemon(
 /// shows its flags and no action, like a daemon the crate would have
 /// executed.
 fn blank_start_action() {
-    crate::proctitle::blank_last("start");
+    crate::os::proctitle::blank_last("start");
 }
 
 /// Waits (briefly) until `pid` has been reaped or is gone.

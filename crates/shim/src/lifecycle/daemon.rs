@@ -32,19 +32,21 @@ use containerd_shim::api::{
 };
 use containerd_shim::protos::shim::shim::CheckpointTaskRequest;
 use containerd_shim::protos::shim_async::{Task, create_task};
+use containerd_shim::protos::ttrpc;
 use containerd_shim::protos::ttrpc::r#async::TtrpcContext;
 use containerd_shim::protos::ttrpc::asynchronous::Server;
-use containerd_shim::protos::ttrpc::{self, Code};
 use containerd_shim::synchronous::monitor::monitor_notify_by_pid;
 use containerd_shim::util::write_address;
-use containerd_shim::{Config, Flags, Shim};
+use containerd_shim::{Config, ExitSignal, Flags};
 use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGPIPE, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::service::Service;
-use crate::shim::WispShim;
+use crate::backend::node::is_node_mode;
+use crate::error::TaskError;
+use crate::task::events::Events;
+use crate::task::service::Service;
 
 /// Threads the blocking calls may use at once; idle ones exit after
 /// [`BLOCKING_KEEP_ALIVE`].
@@ -89,9 +91,9 @@ pub fn serve(
         .map_err(|e| io("PR_SET_CHILD_SUBREAPER")(e.into()))?;
     // Forked first, with no handler, thread or log of the daemon's yet; the
     // subreaper bit is set, so the processes it forks come back to us.
-    let zygote = if crate::shim::single_threaded() {
+    let zygote = if crate::os::threads::single_threaded() {
         // SAFETY: this process has a single thread (just checked).
-        unsafe { crate::zygote::start() }
+        unsafe { crate::backend::zygote::start() }
     } else {
         Ok(())
     };
@@ -102,8 +104,8 @@ pub fn serve(
     // zygote's fork, which needs this process single-threaded.
     let _ = std::thread::Builder::new()
         .name("wisp-cgroups".into())
-        .spawn(crate::cgroup::prepare);
-    let mut config = Config::default();
+        .spawn(crate::os::cgroup::prepare);
+    let config = Config::default();
     containerd_shim::logger::init(
         flags.debug,
         &config.default_log_level,
@@ -111,10 +113,18 @@ pub fn serve(
         &flags.id,
     )?;
     if let Err(e) = zygote {
-        log::warn!("no zygote ({e}): container processes are executed");
+        tracing::warn!("no zygote ({e}): container processes are executed");
     }
-    let mut shim = WispShim::new(runtime_id, &flags, &mut config);
-    let service = shim.service(ttrpc_address);
+    let exit = Arc::new(ExitSignal::default());
+    let events = Events::start(flags.namespace.clone(), ttrpc_address);
+    let service = Service::new(
+        events,
+        &flags.namespace,
+        &flags.address,
+        exit.clone(),
+        is_node_mode(),
+    );
+    tracing::debug!(runtime_id, "daemon starting");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,13 +154,29 @@ pub fn serve(
             .name("wisp-reaper".into())
             .spawn(move || reap(signals))
             .map_err(io("reaper thread"))?;
-        log::info!("serving the Task API on {}", flags.socket);
-        let _ = tokio::task::spawn_blocking(move || shim.wait()).await;
-        log::info!("shutting down");
+        tracing::info!("serving the Task API on {}", flags.socket);
+        let socket = flags.socket.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            exit.wait();
+            remove_socket(&socket);
+        })
+        .await;
+        tracing::info!("shutting down");
         let _ = server.shutdown().await;
-        crate::zygote::stop();
+        crate::backend::zygote::stop();
         Ok(())
     })
+}
+
+/// Removes the daemon's socket once it stops serving. The crate removes it
+/// from the address it reads back from the bundle; containerd deletes the
+/// bundle right after Shutdown, and when it wins that race the socket
+/// leaks. The flag has the same address and needs no file.
+pub fn remove_socket(socket: &str) {
+    let path = socket.trim_start_matches("unix://");
+    if !path.is_empty() && Path::new(path).exists() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Binds the socket, or `None` when a live daemon already serves it (a
@@ -185,7 +211,7 @@ fn server_started() {
     // SAFETY: dup2 on two descriptors this process owns; fd 1 is replaced
     // atomically and nothing holds a Rust handle that owns it.
     if unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) } < 0 {
-        log::error!(
+        tracing::error!(
             "failed to close stdout: {}",
             std::io::Error::last_os_error()
         );
@@ -205,7 +231,7 @@ fn reap(mut signals: Signals) {
             continue;
         }
         if sig != SIGCHLD {
-            log::debug!("received signal {sig}");
+            tracing::debug!("received signal {sig}");
             continue;
         }
         loop {
@@ -215,15 +241,15 @@ fn reap(mut signals: Signals) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                 Ok(_) => continue,
                 Err(e) => {
-                    log::warn!("waitpid: {e}");
+                    tracing::warn!("waitpid: {e}");
                     continue;
                 }
             };
-            if crate::zygote::reaped(pid.as_raw()) {
+            if crate::backend::zygote::reaped(pid.as_raw()) {
                 continue;
             }
             if let Err(e) = monitor_notify_by_pid(pid.as_raw(), code) {
-                log::error!("failed to report the exit of {pid}: {e}");
+                tracing::error!("failed to report the exit of {pid}: {e}");
             }
         }
     }
@@ -237,24 +263,20 @@ impl TaskService {
     /// blocking pool, so the runtime's thread keeps serving other calls.
     async fn blocking<R: Send + 'static>(
         &self,
-        call: impl FnOnce(&Service) -> ttrpc::Result<R> + Send + 'static,
+        call: impl FnOnce(&Service) -> Result<R, TaskError> + Send + 'static,
     ) -> ttrpc::Result<R> {
         let service = self.0.clone();
-        tokio::task::spawn_blocking(move || call(&service))
-            .await
-            .map_err(|e| {
-                ttrpc::Error::RpcStatus(ttrpc::get_status(
-                    Code::INTERNAL,
-                    format!("the call failed: {e}"),
-                ))
-            })?
+        match tokio::task::spawn_blocking(move || call(&service)).await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(TaskError::internal(format!("the call failed: {e}")).into()),
+        }
     }
 }
 
 #[async_trait]
 impl Task for TaskService {
     async fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        self.0.state(req)
+        Ok(self.0.state(req)?)
     }
 
     async fn create(
@@ -290,7 +312,7 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: CheckpointTaskRequest,
     ) -> ttrpc::Result<Empty> {
-        self.0.checkpoint(req)
+        Ok(self.0.checkpoint(req)?)
     }
 
     async fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
@@ -302,11 +324,11 @@ impl Task for TaskService {
     }
 
     async fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
-        self.0.resize_pty(req)
+        Ok(self.0.resize_pty(req)?)
     }
 
     async fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
-        self.0.close_io(req)
+        Ok(self.0.close_io(req)?)
     }
 
     async fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
@@ -314,7 +336,7 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        self.0.wait(req).await
+        Ok(self.0.wait(req).await?)
     }
 
     async fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
@@ -326,10 +348,10 @@ impl Task for TaskService {
         _: &TtrpcContext,
         req: ConnectRequest,
     ) -> ttrpc::Result<ConnectResponse> {
-        self.0.connect(req)
+        Ok(self.0.connect(req)?)
     }
 
     async fn shutdown(&self, _: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
-        self.0.shutdown(req)
+        Ok(self.0.shutdown(req)?)
     }
 }

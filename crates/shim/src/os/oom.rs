@@ -221,7 +221,7 @@ mod tests {
     /// kernel, and the watcher names its container once.
     #[test]
     fn an_oom_kill_in_a_watched_cgroup_is_reported() {
-        use crate::cgroup::ContainerCgroup;
+        use crate::os::cgroup::ContainerCgroup;
         use std::sync::mpsc;
         use std::time::Duration;
         if !nix::unistd::geteuid().is_root() || !Path::new("/bin/busybox").exists() {

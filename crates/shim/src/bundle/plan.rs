@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 use serde::{Deserialize, Serialize};
+use wisp_runtime::config::{ByteSize, Config, DirGrant, HumanDuration};
 
 /// Annotation that marks the CRI sandbox (pause) container.
 pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
@@ -68,6 +69,8 @@ pub enum PlanError {
         "entrypoint `{path}` is neither a Wasm module nor a Linux executable (starts with {magic})"
     )]
     UnknownFormat { path: String, magic: String },
+    #[error("the container's settings are refused: {0}")]
+    Config(String),
     #[error("invalid {name} `{value}` in the container's env: {reason}")]
     BadEnv {
         name: &'static str,
@@ -316,7 +319,11 @@ fn bind_preopen(m: &Mount) -> Option<Preopen> {
     let is_bind =
         m.typ().as_deref() == Some("bind") || options.iter().any(|o| o == "bind" || o == "rbind");
     let source = m.source().as_ref()?;
-    if !is_bind || !source.is_dir() {
+    // A bound file (/etc/hosts, a subPath file) is not a directory a guest
+    // can be given (WASI preopens directories); a source that is not there
+    // at all stays, so the plan's check fails Create naming it, as runc's
+    // mount would.
+    if !is_bind || std::fs::metadata(source).is_ok_and(|m| !m.is_dir()) {
         return None;
     }
     Some(Preopen {
@@ -394,12 +401,14 @@ pub fn wasm_plan(
             }
         }
         if let Some(res) = linux.resources() {
+            // The pod's limit caps each instance too, up to what a 32-bit
+            // linear memory can address (a pod may well have more).
             plan.max_memory = res
                 .memory()
                 .as_ref()
                 .and_then(|m| m.limit())
                 .filter(|&l| l > 0)
-                .map(|l| l as u64);
+                .map(|l| (l as u64).min(MAX_LINEAR_MEMORY));
             if let Some(cpu) = res.cpu()
                 && let (Some(quota), Some(period)) = (cpu.quota(), cpu.period())
                 && quota > 0
@@ -411,7 +420,58 @@ pub fn wasm_plan(
             }
         }
     }
+    // Checked as the CLI checks its config: a setting the runtime would
+    // refuse fails Create here, naming it.
+    plan.serve_config()?
+        .validate()
+        .map_err(|e| PlanError::Config(wisp_runtime::error_chain(&e)))?;
     Ok(plan)
+}
+
+/// The most one 32-bit linear memory can address.
+const MAX_LINEAR_MEMORY: u64 = 4 << 30;
+
+impl WasmPlan {
+    /// The runtime's config for this plan: the one model every front door
+    /// fills (the CLI from flags and files, the shim from the spec).
+    pub fn config(&self) -> Result<Config, PlanError> {
+        let mut config = Config::default();
+        config.capabilities.dirs = self
+            .dirs
+            .iter()
+            .map(|d| DirGrant {
+                host: d.host.clone(),
+                guest: d.guest.clone(),
+                read_only: d.read_only,
+            })
+            .collect();
+        config.capabilities.env = self.env.clone();
+        config.capabilities.allow_outbound = self
+            .allow_outbound
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e: wisp_runtime::config::ConfigError| PlanError::BadEnv {
+                        name: ALLOW_OUTBOUND_ENV,
+                        value: p.clone(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        config.limits.max_memory = self.max_memory.map(ByteSize);
+        config.server.listen = self.listen;
+        config.server.max_concurrent_requests = self.max_concurrent_requests;
+        config.engine.pooling.total_instances = self.max_concurrent_requests;
+        config.engine.cache_dir = self.cache_dir.clone();
+        Ok(config)
+    }
+
+    /// [`Self::config`] plus what only serving uses: the request deadline.
+    pub fn serve_config(&self) -> Result<Config, PlanError> {
+        let mut config = self.config()?;
+        config.limits.timeout = Some(HumanDuration(self.request_timeout));
+        Ok(config)
+    }
 }
 
 fn listen_address(env: &BTreeMap<String, String>) -> Result<SocketAddr, PlanError> {
@@ -530,293 +590,4 @@ fn is_wasm_file(p: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use oci_spec::runtime::{
-        LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-        LinuxResourcesBuilder, MountBuilder, ProcessBuilder, RootBuilder, SpecBuilder,
-    };
-    use std::collections::HashMap;
-
-    fn rootfs() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("app.wasm"), b"\0asm\x01\0\0\0").unwrap();
-        std::fs::create_dir_all(dir.path().join("bin")).unwrap();
-        std::fs::write(dir.path().join("bin/sh"), b"\x7fELF....").unwrap();
-        std::fs::write(dir.path().join("bin/script"), b"#!/bin/sh\n").unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
-        std::os::unix::fs::symlink("/app.wasm", dir.path().join("bin/app")).unwrap();
-        std::os::unix::fs::symlink("../../../../etc/passwd", dir.path().join("escape")).unwrap();
-        dir
-    }
-
-    fn spec(args: &[&str], env: &[&str]) -> Spec {
-        let process = ProcessBuilder::default()
-            .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .env(env.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .cwd("/")
-            .build()
-            .unwrap();
-        SpecBuilder::default().process(process).build().unwrap()
-    }
-
-    #[test]
-    fn classifies_by_magic() {
-        let r = rootfs();
-        let wasm = classify(&spec(&["/app.wasm"], &[]), r.path()).unwrap();
-        assert_eq!(wasm, Entrypoint::Wasm(r.path().join("app.wasm")));
-        assert_eq!(
-            classify(&spec(&["/bin/sh"], &[]), r.path()).unwrap(),
-            Entrypoint::Linux
-        );
-        assert_eq!(
-            classify(&spec(&["script"], &["PATH=/bin"]), r.path()).unwrap(),
-            Entrypoint::Linux
-        );
-        // A symlink to the module is followed inside the rootfs.
-        assert_eq!(
-            classify(&spec(&["app"], &["PATH=/bin"]), r.path()).unwrap(),
-            Entrypoint::Wasm(r.path().join("app.wasm"))
-        );
-        let err = classify(&spec(&["/notes.txt"], &[]), r.path()).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("neither a Wasm module nor a Linux executable"),
-            "{err}"
-        );
-        let err = classify(&spec(&["/missing.wasm"], &[]), r.path()).unwrap_err();
-        assert!(err.to_string().contains("does not exist"), "{err}");
-        let err = classify(&spec(&[], &[]), r.path()).unwrap_err();
-        assert!(matches!(err, PlanError::NoEntrypoint));
-    }
-
-    #[test]
-    fn symlinks_and_dotdot_stay_in_rootfs() {
-        let r = rootfs();
-        // `../../../../etc/passwd` from the rootfs root is `/etc/passwd` of the
-        // rootfs, which does not exist there.
-        assert!(matches!(
-            resolve_in_rootfs(r.path(), "/escape", "/"),
-            Err(PlanError::NotFound(_))
-        ));
-        assert_eq!(
-            resolve_in_rootfs(r.path(), "../../app.wasm", "/bin").unwrap(),
-            r.path().join("app.wasm")
-        );
-    }
-
-    #[test]
-    fn sandbox_is_always_linux() {
-        let r = rootfs();
-        let mut s = spec(&["/pause"], &[]);
-        s.set_annotations(Some(HashMap::from([(
-            CONTAINER_TYPE_ANNOTATION.to_string(),
-            "sandbox".to_string(),
-        )])));
-        assert_eq!(classify(&s, r.path()).unwrap(), Entrypoint::Linux);
-    }
-
-    #[test]
-    fn plan_from_spec() {
-        let r = rootfs();
-        let data = tempfile::tempdir().unwrap();
-        let mut s = spec(&["/app.wasm", "a"], &["PORT=9000", "A=1", "A=2"]);
-        s.set_root(Some(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(true)
-                .build()
-                .unwrap(),
-        ));
-        s.set_mounts(Some(vec![
-            MountBuilder::default()
-                .destination("/data")
-                .typ("bind")
-                .source(data.path())
-                .options(vec!["rbind".to_string(), "ro".to_string()])
-                .build()
-                .unwrap(),
-            MountBuilder::default()
-                .destination("/proc")
-                .typ("proc")
-                .source("proc")
-                .build()
-                .unwrap(),
-            MountBuilder::default()
-                .destination("/etc/hosts")
-                .typ("bind")
-                .source(r.path().join("notes.txt"))
-                .options(vec!["rbind".to_string()])
-                .build()
-                .unwrap(),
-        ]));
-        let linux = LinuxBuilder::default()
-            .namespaces(vec![
-                LinuxNamespaceBuilder::default()
-                    .typ(LinuxNamespaceType::Network)
-                    .path("/var/run/netns/x")
-                    .build()
-                    .unwrap(),
-                LinuxNamespaceBuilder::default()
-                    .typ(LinuxNamespaceType::Uts)
-                    .build()
-                    .unwrap(),
-                LinuxNamespaceBuilder::default()
-                    .typ(LinuxNamespaceType::Mount)
-                    .build()
-                    .unwrap(),
-            ])
-            .resources(
-                LinuxResourcesBuilder::default()
-                    .memory(
-                        LinuxMemoryBuilder::default()
-                            .limit(64 << 20)
-                            .build()
-                            .unwrap(),
-                    )
-                    .cpu(
-                        LinuxCpuBuilder::default()
-                            .quota(150_000)
-                            .period(100_000u64)
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap();
-        s.set_linux(Some(linux));
-        let host = HostSettings {
-            cache_dir: Some("/var/lib/wisp/cache".into()),
-            cpus: 8,
-        };
-        let plan = wasm_plan("c1", &s, r.path(), r.path().join("app.wasm"), &host).unwrap();
-        assert_eq!(plan.args, ["/app.wasm", "a"]);
-        assert_eq!(plan.env.get("A").map(String::as_str), Some("2"));
-        assert_eq!(plan.listen, "0.0.0.0:9000".parse().unwrap());
-        assert_eq!(plan.max_memory, Some(64 << 20));
-        assert_eq!(plan.threads, 2);
-        assert!(plan.cpu_limited);
-        assert_eq!(plan.join, [PathBuf::from("/var/run/netns/x")]);
-        assert!(plan.unshare_uts && !plan.unshare_net && !plan.unshare_ipc);
-        assert_eq!(
-            plan.dirs,
-            [
-                Preopen {
-                    host: r.path().to_path_buf(),
-                    guest: "/".into(),
-                    read_only: true
-                },
-                Preopen {
-                    host: data.path().to_path_buf(),
-                    guest: "/data".into(),
-                    read_only: true
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn listen_and_executor_from_env() {
-        let r = rootfs();
-        let host = HostSettings::default();
-        let plan = |env: &[&str]| {
-            wasm_plan(
-                "c",
-                &spec(&["/app.wasm"], env),
-                r.path(),
-                "/m".into(),
-                &host,
-            )
-        };
-        assert_eq!(plan(&[]).unwrap().listen, DEFAULT_LISTEN.parse().unwrap());
-        assert_eq!(
-            plan(&["WISP_LISTEN=127.0.0.1:81", "PORT=9"])
-                .unwrap()
-                .listen,
-            "127.0.0.1:81".parse().unwrap()
-        );
-        assert_eq!(
-            plan(&["WISP_EXECUTOR=wagi"]).unwrap().executor,
-            Executor::Http
-        );
-        let err = plan(&["PORT=http"]).unwrap_err().to_string();
-        assert!(err.contains("invalid PORT `http`"), "{err}");
-        let err = plan(&["WISP_EXECUTOR=fast"]).unwrap_err().to_string();
-        assert!(err.contains("WISP_EXECUTOR"), "{err}");
-        assert!(plan(&[]).unwrap().allow_outbound.is_empty());
-        assert_eq!(plan(&[]).unwrap().request_timeout, DEFAULT_REQUEST_TIMEOUT);
-        assert_eq!(
-            plan(&["WISP_REQUEST_TIMEOUT=1.5s"])
-                .unwrap()
-                .request_timeout
-                .as_millis(),
-            1500
-        );
-        assert_eq!(
-            plan(&[]).unwrap().max_concurrent_requests,
-            DEFAULT_MAX_CONCURRENT_REQUESTS
-        );
-        assert_eq!(
-            plan(&["WISP_MAX_CONCURRENT_REQUESTS=100000"])
-                .unwrap()
-                .max_concurrent_requests,
-            100_000
-        );
-        for bad in ["0", "-1", "many"] {
-            let err = plan(&[&format!("WISP_MAX_CONCURRENT_REQUESTS={bad}")])
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(&format!("invalid WISP_MAX_CONCURRENT_REQUESTS `{bad}`")),
-                "{err}"
-            );
-        }
-        for bad in ["WISP_REQUEST_TIMEOUT=0s", "WISP_REQUEST_TIMEOUT=soon"] {
-            let err = plan(&[bad]).unwrap_err().to_string();
-            assert!(err.contains("invalid WISP_REQUEST_TIMEOUT"), "{err}");
-        }
-        assert_eq!(
-            plan(&["WISP_ALLOW_OUTBOUND=http://localhost:8081, https://*.example.com"])
-                .unwrap()
-                .allow_outbound,
-            ["http://localhost:8081", "https://*.example.com"]
-        );
-        let err = plan(&["WISP_ALLOW_OUTBOUND=localhost"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("invalid WISP_ALLOW_OUTBOUND `localhost`"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn exec_runs_a_wasm_file_or_the_app() {
-        let r = rootfs();
-        let init = wasm_plan(
-            "c",
-            &spec(&["/app.wasm"], &[]),
-            r.path(),
-            PathBuf::from("/store/app.wasm"),
-            &HostSettings::default(),
-        )
-        .unwrap();
-        let process = |args: &[&str]| {
-            ProcessBuilder::default()
-                .args(args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .env(vec!["X=1".to_string()])
-                .cwd("/")
-                .build()
-                .unwrap()
-        };
-        let p = exec_plan(&init, &process(&["/app.wasm", "x"]), r.path(), 42).unwrap();
-        assert_eq!(p.module, r.path().join("app.wasm"));
-        let p = exec_plan(&init, &process(&["env", "X"]), r.path(), 42).unwrap();
-        assert_eq!(p.module, PathBuf::from("/store/app.wasm"));
-        assert_eq!(p.args, ["env", "X"]);
-        assert_eq!(p.executor, Executor::Command);
-        assert_eq!(p.join[0], PathBuf::from("/proc/42/ns/net"));
-    }
-}
+mod tests;

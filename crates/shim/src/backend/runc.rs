@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::process::{ChildStdio, run_cmd};
+use crate::os::stdio::{ChildStdio, run_cmd};
 
 /// Env var naming the runc binary; `runc` on PATH by default.
 pub const RUNC_ENV: &str = "WISP_RUNC";

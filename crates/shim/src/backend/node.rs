@@ -41,12 +41,13 @@ use wisp_runtime::http::{GuestOutput, HttpServer};
 use wisp_runtime::meter::{Meter, Usage};
 use wisp_runtime::{App, AppShape, Engine, EngineSettings};
 
-use crate::plan::{Executor, WasmPlan};
+use crate::bundle::plan::{Executor, WasmPlan};
+use crate::os::threads::{current_thread, lock};
 
 /// The name the binary is installed under for node mode.
-pub const NODE_BINARY: &str = "containerd-shim-wisp-node-v1";
+pub const NODE_BINARY: &str = wisp_k8s::NODE.binary;
 /// The runtime type of node mode.
-pub const NODE_RUNTIME_ID: &str = "io.containerd.wisp-node.v1";
+pub const NODE_RUNTIME_ID: &str = wisp_k8s::NODE.runtime_type;
 
 /// Instance slots of the node's pool, shared by every hosted app, unless the
 /// node config says otherwise.
@@ -157,7 +158,7 @@ impl NodeHost {
                 work: Work::Run(Mutex::new(Some(Box::new(Command {
                     engine: engine.clone(),
                     app,
-                    config: crate::child::config_from(plan),
+                    config: plan.config().map_err(io::Error::other)?,
                     args: plan.args.clone(),
                     stdout,
                     stderr,
@@ -166,7 +167,7 @@ impl NodeHost {
                 running: Mutex::new(None),
             }));
         }
-        let config = crate::child::serve_config(plan);
+        let config = plan.serve_config().map_err(io::Error::other)?;
         let (stdout, stderr) = outputs()?;
         let server = HttpServer::hosted(engine, &app, &config, GuestOutput::files(stdout, stderr))
             .map_err(|e| {
@@ -393,7 +394,7 @@ impl Command {
             match command::run_metered(&engine, &app, &config, &args, stdio, meter).await {
                 Ok(outcome) => (
                     outcome.exit_code(),
-                    crate::child::outcome_message(program, &outcome),
+                    crate::backend::child::outcome_message(program, &outcome),
                 ),
                 Err(e) => (1, Some(format!("wisp: {}", wisp_runtime::error_chain(&e)))),
             };
@@ -561,7 +562,7 @@ fn bind_in_netns(
                 None => {
                     unshare(CloneFlags::CLONE_NEWNET)
                         .map_err(|e| io::Error::other(format!("failed to create a netns: {e}")))?;
-                    crate::netns::loopback_up()?;
+                    crate::os::netns::loopback_up()?;
                 }
             }
             if count <= 1 {
@@ -591,16 +592,6 @@ fn bind_in_netns(
         })?
         .join()
         .map_err(|_| io::Error::other("the bind thread panicked"))?
-}
-
-fn current_thread() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

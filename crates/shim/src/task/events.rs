@@ -19,6 +19,7 @@ use containerd_shim::protos::events::task::{
 };
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::shim::events::{Envelope, ForwardRequest};
 use containerd_shim::protos::shim_sync::{Client, EventsClient};
 use containerd_shim::protos::ttrpc::context::Context;
@@ -60,9 +61,10 @@ task_events!(
     TaskOOM
 );
 
-struct Event {
-    topic: &'static str,
-    event: Any,
+/// A queued event: its topic and the message.
+pub struct Event {
+    pub topic: &'static str,
+    pub event: Any,
 }
 
 /// The sending side; cheap to clone.
@@ -83,11 +85,18 @@ impl Events {
         Self { tx }
     }
 
+    /// Events kept in a channel instead of published: for tests of the
+    /// Task verbs, which read what containerd would have received.
+    pub fn captured() -> (Self, Receiver<Event>) {
+        let (tx, rx) = channel();
+        (Self { tx }, rx)
+    }
+
     pub fn send<E: TaskEvent>(&self, topic: &'static str, message: E) {
         let value = match message.write_to_bytes() {
             Ok(v) => v,
             Err(e) => {
-                log::error!("dropping event {topic}: {e}");
+                tracing::error!("dropping event {topic}: {e}");
                 return;
             }
         };
@@ -96,6 +105,15 @@ impl Events {
         event.value = value;
         let _ = self.tx.send(Event { topic, event });
     }
+}
+
+/// `t` as a protobuf timestamp.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = d.as_secs() as i64;
+    ts.nanos = d.subsec_nanos() as i32;
+    ts
 }
 
 fn connect(address: &str) -> Option<EventsClient> {
@@ -135,22 +153,22 @@ fn forward(rx: Receiver<Event>, namespace: String, address: String) {
             if let Some(c) = &client {
                 // Stamped at each try, as the crate's publisher does.
                 envelope.timestamp = containerd_shim::protos::protobuf::MessageField::some(
-                    crate::service::timestamp(SystemTime::now()),
+                    timestamp(SystemTime::now()),
                 );
                 request.set_envelope(envelope.clone());
                 match c.forward(Context::default(), &request) {
                     Ok(_) => {
-                        log::debug!("published {}", event.topic);
+                        tracing::debug!("published {}", event.topic);
                         break;
                     }
                     Err(e) => {
-                        log::warn!("publishing {} failed, will retry: {e}", event.topic);
+                        tracing::warn!("publishing {} failed, will retry: {e}", event.topic);
                         client = None;
                     }
                 }
             }
             if Instant::now() > deadline {
-                log::error!("dropping event {}: containerd unreachable", event.topic);
+                tracing::error!("dropping event {}: containerd unreachable", event.topic);
                 break;
             }
             std::thread::sleep(delay);

@@ -28,8 +28,8 @@ use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
 
-use crate::cgroup::ContainerCgroup;
-use crate::plan::{PlanError, env_map, resolve_in_rootfs};
+use crate::bundle::plan::{PlanError, env_map, resolve_in_rootfs};
+use crate::os::cgroup::ContainerCgroup;
 
 /// Why the shim leaves a sandbox spec to runc, if it does.
 pub fn unsupported(spec: &Spec) -> Option<&'static str> {

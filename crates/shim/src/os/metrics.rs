@@ -50,6 +50,16 @@ pub fn collect(pid: u32) -> io::Result<Metrics> {
     collect_v1(&dirs)
 }
 
+/// The cgroup directory of `pid` for `controller` (the unified one on v2).
+pub fn cgroup_dir(pid: u32, controller: &str) -> Option<PathBuf> {
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+        return Some(Path::new(ROOT).join(path.trim_start_matches('/')));
+    }
+    v1_dirs(pid).ok()?.remove(controller)
+}
+
 /// controller name -> cgroup dir of `pid`.
 fn v1_dirs(pid: u32) -> io::Result<HashMap<String, PathBuf>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;

@@ -1,6 +1,6 @@
 //! The Wasm container process: one per Wasm container (and per exec).
 //!
-//! The zygote forks this process (see [`crate::zygote`]), or, without a
+//! The zygote forks this process (see [`crate::backend::zygote`]), or, without a
 //! zygote, the shim executes its own binary with [`CHILD_ARG`]; either way
 //! it starts in [`main`] with fds 3 and 4 set. It joins the
 //! container's namespaces, loads the app (compiling it or mapping it from the
@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use anyhow::{Context, Result, bail};
 use nix::sched::{CloneFlags, setns, unshare};
 use wisp_runtime::command::{self, Outcome, Stdio};
-use wisp_runtime::config::{ByteSize, Config, DirGrant, HumanDuration};
+use wisp_runtime::config::Config;
 use wisp_runtime::http::HttpServer;
 use wisp_runtime::{App, AppShape, Engine, EngineSettings};
 
-use crate::plan::{Executor, WasmPlan};
+use crate::bundle::plan::{Executor, WasmPlan};
 
 /// argv[1] that turns the shim binary into a container process.
 pub const CHILD_ARG: &str = "--wisp-container";
@@ -103,7 +103,7 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         Executor::Auto => is_component(&plan.module),
     };
     enter_namespaces(plan, serving)?;
-    let config = config_from(plan);
+    let config = plan.config()?;
     let settings = if serving {
         EngineSettings::for_serve(&config)
     } else {
@@ -121,7 +121,7 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         _ => false,
     };
     let prepared = if serve {
-        let server = HttpServer::new(&engine, &app, &serve_config(plan))
+        let server = HttpServer::new(&engine, &app, &plan.serve_config()?)
             .with_context(|| format!("`{module}` cannot be served"))?;
         current_thread()?
             .block_on(server.instantiate_once())
@@ -161,47 +161,17 @@ pub(crate) fn outcome_message(program: &str, outcome: &Outcome) -> Option<String
     }
 }
 
-/// [`config_from`] plus what only serving uses: the request deadline.
-pub(crate) fn serve_config(plan: &WasmPlan) -> Config {
-    let mut config = config_from(plan);
-    config.limits.timeout = Some(HumanDuration(plan.request_timeout));
-    config
-}
-
-pub(crate) fn config_from(plan: &WasmPlan) -> Config {
-    let mut config = Config::default();
-    config.capabilities.dirs = plan
-        .dirs
-        .iter()
-        .map(|d| DirGrant {
-            host: d.host.clone(),
-            guest: d.guest.clone(),
-            read_only: d.read_only,
-        })
-        .collect();
-    config.capabilities.env = plan.env.clone();
-    // Validated when the plan was made.
-    config.capabilities.allow_outbound = plan
-        .allow_outbound
-        .iter()
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    config.limits.max_memory = plan.max_memory.map(ByteSize);
-    config.server.listen = plan.listen;
-    config.server.max_concurrent_requests = plan.max_concurrent_requests;
-    config.engine.pooling.total_instances = plan.max_concurrent_requests;
-    config.engine.cache_dir = plan.cache_dir.clone();
-    config
-}
-
 /// Joins the namespaces the spec names and creates the ones it asks for
 /// without a path, where a guest could tell the difference. Runs while the
 /// process has a single thread: `setns` and `unshare` of a network namespace
 /// act on the calling thread only, and every thread created later inherits it.
 ///
-/// A fresh network namespace is made only for a guest that listens (an HTTP
-/// app): the shim grants guests no sockets and no outbound HTTP, so a command
-/// has no network to isolate. Fresh UTS and IPC namespaces are never made:
+/// A fresh network namespace is made for a guest that has a network: one
+/// that listens (an HTTP app) or one granted outbound access
+/// (`WISP_ALLOW_OUTBOUND`), which then connects from the container's
+/// namespace, never the host's. A command granted nothing has no socket to
+/// isolate, and skipping the namespace saves its cost. Fresh UTS and IPC
+/// namespaces are never made:
 /// WASI has no hostname and no System V IPC, so no guest can see either.
 /// Namespaces with a path (a pod's) are always joined, so execs and CRI pods
 /// share what the spec says they share.
@@ -212,19 +182,16 @@ fn enter_namespaces(plan: &WasmPlan, serving: bool) -> Result<()> {
         setns(&f, CloneFlags::empty())
             .with_context(|| format!("failed to join namespace `{}`", path.display()))?;
     }
-    if plan.unshare_net && serving {
+    if plan.unshare_net && (serving || !plan.allow_outbound.is_empty()) {
         unshare(CloneFlags::CLONE_NEWNET)
             .context("failed to create the container's network namespace")?;
-        crate::netns::loopback_up().context("failed to bring up `lo` in the new netns")?;
+        crate::os::netns::loopback_up().context("failed to bring up `lo` in the new netns")?;
     }
     Ok(())
 }
 
 fn current_thread() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")
+    crate::os::threads::current_thread().context("failed to start the async runtime")
 }
 
 impl Prepared {
