@@ -17,12 +17,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use nix::sched::{CloneFlags, setns, unshare};
 use wisp_runtime::command::{self, Outcome, Stdio};
 use wisp_runtime::config::Config;
 use wisp_runtime::http::HttpServer;
-use wisp_runtime::{App, AppShape, Engine, EngineSettings};
+use wisp_runtime::{App, Engine, EngineSettings};
 
 use crate::bundle::plan::{Executor, WasmPlan};
 
@@ -113,13 +113,7 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
     let module = plan.module.display().to_string();
     let app = App::load(&engine, &plan.module, false)
         .with_context(|| format!("failed to load `{module}`"))?;
-    let serve = match (plan.executor, app.shape()) {
-        (Executor::Http, _) | (Executor::Auto, AppShape::HttpProxy) => true,
-        (Executor::Command, AppShape::HttpProxy) => {
-            bail!("`{module}` is a wasi:http component; it cannot run as a command")
-        }
-        _ => false,
-    };
+    let serve = plan.executor.serves(app.shape(), &module)?;
     let prepared = if serve {
         let server = HttpServer::new(&engine, &app, &plan.serve_config()?)
             .with_context(|| format!("`{module}` cannot be served"))?;

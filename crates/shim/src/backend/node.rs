@@ -39,7 +39,7 @@ use wisp_runtime::command;
 use wisp_runtime::config::Config;
 use wisp_runtime::http::{GuestOutput, HttpServer};
 use wisp_runtime::meter::{Meter, Usage};
-use wisp_runtime::{App, AppShape, Engine, EngineSettings};
+use wisp_runtime::{App, Engine, EngineSettings};
 
 use crate::bundle::plan::{Executor, WasmPlan};
 use crate::os::threads::{current_thread, lock};
@@ -139,19 +139,13 @@ impl NodeHost {
                 app
             }
         };
-        let serve = matches!(
-            (plan.executor, app.shape()),
-            (Executor::Http, _) | (Executor::Auto, AppShape::HttpProxy)
-        );
+        let serve = plan
+            .executor
+            .serves(app.shape(), &module)
+            .map_err(io::Error::other)?;
         if !serve {
             if stdin {
                 return Ok(None);
-            }
-            if !matches!(app.shape(), AppShape::P1Command | AppShape::P2Command) {
-                return Err(io::Error::other(format!(
-                    "`{module}` is a {}, which a container cannot run",
-                    app.shape()
-                )));
             }
             let (stdout, stderr) = outputs()?;
             return Ok(Some(HostedApp {
@@ -189,7 +183,7 @@ impl NodeHost {
         let (listener, netns) = bind_in_netns(netns, plan.listen, threads, config.server.backlog)?;
         Ok(Some(HostedApp {
             work: Work::Serve {
-                server,
+                server: Arc::new(Mutex::new(Some(server))),
                 listener: Mutex::new(Some((listener, netns))),
             },
             meter: Arc::default(),
@@ -240,7 +234,11 @@ pub struct HostedApp {
 
 enum Work {
     Serve {
-        server: HttpServer,
+        /// Until the app has stopped: the server holds the container's
+        /// stdout and stderr FIFOs, which close with it, as a process's do
+        /// at its exit (containerd 2 waits for their end of file before it
+        /// deletes the task).
+        server: Arc<Mutex<Option<HttpServer>>>,
         /// A listener per serving thread and the pod's netns, until Start.
         listener: Mutex<Option<(Vec<TcpListener>, File)>>,
     },
@@ -294,7 +292,10 @@ impl HostedApp {
                 let (listeners, netns) = lock(listener)
                     .take()
                     .ok_or_else(|| io::Error::other("the app was started already"))?;
-                let server = server.clone();
+                let slot = server.clone();
+                let server = lock(server)
+                    .clone()
+                    .ok_or_else(|| io::Error::other("the app has stopped"))?;
                 std::thread::Builder::new().name(name.clone()).spawn(move || {
                     // The app's threads live in the pod's netns, so the guests'
                     // outgoing connections (made on these threads, as are the
@@ -308,6 +309,9 @@ impl HostedApp {
                     drop(netns);
                     join_cpu();
                     let code = serve_threads(server, listeners, &name, drain_rx, kill_rx, &got);
+                    // The last handle on the app's outputs goes before its exit
+                    // is reported.
+                    lock(&slot).take();
                     on_exit(code);
                 })?;
             }
@@ -362,14 +366,18 @@ impl HostedApp {
     /// The memory cap of the app's instances from now on (a container
     /// Update); `None` lifts it. A running command keeps its own.
     pub fn set_max_memory(&self, max: Option<u64>) {
-        if let Work::Serve { server, .. } = &self.work {
+        if let Work::Serve { server, .. } = &self.work
+            && let Some(server) = lock(server).as_ref()
+        {
             server.set_max_memory(max);
         }
     }
 
     pub fn usage(&self) -> Usage {
         match &self.work {
-            Work::Serve { server, .. } => server.usage(),
+            Work::Serve { server, .. } => lock(server)
+                .as_ref()
+                .map_or_else(Usage::default, HttpServer::usage),
             Work::Run(_) => self.meter.usage(),
         }
     }

@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Mount, Process, Spec};
 use serde::{Deserialize, Serialize};
+use wisp_runtime::AppShape;
 use wisp_runtime::config::{ByteSize, Config, DirGrant, HumanDuration};
 
 /// Annotation that marks the CRI sandbox (pause) container.
@@ -69,6 +70,8 @@ pub enum PlanError {
         "entrypoint `{path}` is neither a Wasm module nor a Linux executable (starts with {magic})"
     )]
     UnknownFormat { path: String, magic: String },
+    #[error("`{0}` is a wasi:http component; it cannot run as a command")]
+    NotACommand(String),
     #[error("the container's settings are refused: {0}")]
     Config(String),
     #[error("invalid {name} `{value}` in the container's env: {reason}")]
@@ -101,6 +104,21 @@ pub enum Executor {
     Command,
     /// Serve HTTP: a preview1 module as WAGI (CGI), a component as wasi:http.
     Http,
+}
+
+impl Executor {
+    /// Whether a loaded app of `shape` is served (HTTP) or run to its end:
+    /// the one place the choice is made, for a container process and a
+    /// node-hosted app alike.
+    pub fn serves(self, shape: AppShape, module: &str) -> Result<bool, PlanError> {
+        match (self, shape) {
+            (Executor::Http, _) | (Executor::Auto, AppShape::HttpProxy) => Ok(true),
+            (Executor::Command, AppShape::HttpProxy) => {
+                Err(PlanError::NotACommand(module.to_string()))
+            }
+            (_, AppShape::P1Command | AppShape::P2Command) => Ok(false),
+        }
+    }
 }
 
 /// A directory the guest sees.

@@ -339,3 +339,21 @@ fn plans_are_checked_as_the_runtime_checks_its_config() {
     let err = wasm_plan("c1", &s, r.path(), r.path().join("app.wasm"), &host).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/wisp-data"), "{err}");
 }
+
+/// One choice between serving and running, for the container process and
+/// node mode alike.
+#[test]
+fn executor_decides_serving_from_the_shape() {
+    use wisp_runtime::AppShape::{HttpProxy, P1Command, P2Command};
+    assert!(Executor::Auto.serves(HttpProxy, "m").unwrap());
+    assert!(!Executor::Auto.serves(P1Command, "m").unwrap());
+    assert!(!Executor::Auto.serves(P2Command, "m").unwrap());
+    assert!(Executor::Http.serves(P1Command, "m").unwrap());
+    assert!(!Executor::Command.serves(P2Command, "m").unwrap());
+    let err = Executor::Command.serves(HttpProxy, "m.wasm").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`m.wasm` is a wasi:http component"),
+        "{err}"
+    );
+}
