@@ -213,7 +213,12 @@ impl Cri {
                     "[plugins.\"io.containerd.cri.v1.images\"]\n  snapshotter = \"overlayfs\"\n  \
                      [plugins.\"io.containerd.cri.v1.images\".pinned_images]\n    sandbox = \"{PAUSE_IMAGE}\"\n\
                      [plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  \
-                     stream_server_port = \"0\"\n"
+                     stream_server_port = \"0\"\n\
+                     [plugins.\"io.containerd.nri.v1.nri\"]\n  socket_path = \"{}/nri.sock\"\n",
+                    // NRI is on by default in 2.x, on a socket of the host's
+                    // (/var/run/nri/nri.sock): two instances at once would
+                    // fight over it, so each gets its own.
+                    d.display()
                 ),
             ),
         };
@@ -522,20 +527,29 @@ fn remove_cgroup_tree(dir: &Path) {
 
 /// A /16 (as `10.x`, room for the density benchmark's 1,000 pods) that no
 /// route on this machine touches yet.
+///
+/// Taken subnets are also remembered in this process: a route only appears
+/// with an instance's first pod, so two instances started together could
+/// otherwise both skip the same leftover route onto the same /16, and a
+/// test's requests would reach the other's pods.
 fn free_subnet(pid: u32, n: u32) -> String {
+    static TAKEN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
     let routes = Command::new("ip")
         .args(["-4", "route", "show"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     let mut k = (pid.wrapping_mul(7) + n) % 100;
-    loop {
+    for _ in 0..100 {
         let subnet = format!("10.{}", 150 + k);
-        if !routes.contains(&format!("{subnet}.")) {
+        if !taken.contains(&k) && !routes.contains(&format!("{subnet}.")) {
+            taken.push(k);
             return subnet;
         }
         k = (k + 1) % 100;
     }
+    panic!("no free /16 in 10.150-249 for a CRI instance: {routes}");
 }
 
 /// The static pause binary, compiled once per test process from pause.c.
