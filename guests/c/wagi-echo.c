@@ -6,6 +6,9 @@
  * args= (argv[1..] joined by ","), x-test= ($HTTP_X_TEST), then "body=" and
  * all of stdin verbatim.
  * PATH_INFO "/exit": exit 1 without output. PATH_INFO "/loop": loop forever.
+ * PATH_INFO "/split": a response-splitting attempt, framing headers of its own
+ * ("Content-Length: 5", "Connection", "Transfer-Encoding") over "hello" and a
+ * complete second HTTP response after it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,13 @@ int main(int argc, char **argv) {
 
     if (strcmp(path, "/exit") == 0)
         return 1;
+    if (strcmp(path, "/split") == 0) {
+        fputs("Content-Type: text/plain\nContent-Length: 5\n"
+              "Connection: keep-alive\nTransfer-Encoding: identity\n\nhello",
+              stdout);
+        fputs("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged", stdout);
+        return 0;
+    }
     if (strcmp(path, "/loop") == 0) {
         volatile int spin = 1;
         while (spin) {

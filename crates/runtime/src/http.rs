@@ -47,7 +47,7 @@ mod listen;
 mod respond;
 mod state;
 
-pub use cgi::{CgiError, cgi_args, cgi_env, parse_cgi};
+pub use cgi::{CgiError, MAX_CGI_HEAD, MAX_CGI_HEADERS, cgi_args, cgi_env, parse_cgi};
 pub use error::ServeError;
 pub use listen::{bind, bind_group};
 pub use respond::ResponseBody;

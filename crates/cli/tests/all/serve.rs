@@ -159,6 +159,57 @@ fn wagi_status_header_failure_exit_and_timeout() {
     assert_eq!(server.get("/").status, 200);
 }
 
+/// A WAGI guest cannot frame the host's response: its `Content-Length`,
+/// `Connection` and `Transfer-Encoding` are dropped, so the bytes it writes
+/// after its body stay in that body, and the next request on the keep-alive
+/// connection gets its own answer, not the guest's forged second response.
+#[test]
+fn a_wagi_guest_cannot_split_the_response() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let sb = Sandbox::new();
+    let server = serve(&sb, &guests::wagi_echo(), &[]);
+    let mut conn = std::net::TcpStream::connect(server.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(
+        b"GET /split HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /second HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut reader = BufReader::new(conn);
+    // One response, framed as HTTP/1.1 frames it: by its Content-Length.
+    let mut read_response = || {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push(line.trim_end().to_ascii_lowercase());
+        }
+        let len: usize = head
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length: "))
+            .map_or(0, |v| v.parse().unwrap());
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        (head, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (head, body) = read_response();
+    assert!(head[0].starts_with("http/1.1 200"), "{head:?}");
+    assert_eq!(
+        body, "helloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged",
+        "{head:?}"
+    );
+    let (head, body) = read_response();
+    assert!(head[0].starts_with("http/1.1 200"), "{head:?}");
+    assert!(
+        body.starts_with("method=GET\npath=/second\n"),
+        "{head:?} {body:?}"
+    );
+}
+
 #[test]
 fn health_endpoint_is_answered_by_the_host() {
     let sb = Sandbox::new();

@@ -80,10 +80,12 @@ pub fn cgi_env(
     ];
     for (name, value) in &parts.headers {
         // Content-Type and -Length have their own variables; Authorization is
-        // withheld, as CGI servers do.
+        // withheld, as CGI servers do; `Proxy` would become HTTP_PROXY, which
+        // HTTP libraries read as their proxy (httpoxy, CVE-2016-5385).
         if name == http::header::AUTHORIZATION
             || name == http::header::CONTENT_TYPE
             || name == http::header::CONTENT_LENGTH
+            || name.as_str() == "proxy"
         {
             continue;
         }
@@ -103,6 +105,26 @@ pub fn cgi_env(
     env
 }
 
+/// Most header lines a guest's CGI response may have.
+pub const MAX_CGI_HEADERS: usize = 100;
+/// Largest header block (everything before the blank line) of a CGI response.
+pub const MAX_CGI_HEAD: usize = 64 << 10;
+
+/// Headers a guest may not set: the host frames the body and owns the
+/// connection. Copied through, a guest's `Content-Length` made the host send
+/// one length and a body of another, and a keep-alive client read the rest
+/// as the answer to its next request (response splitting).
+const HOST_OWNED: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
 /// Errors of parsing a CGI response.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CgiError {
@@ -112,16 +134,28 @@ pub enum CgiError {
     /// A header line without a colon, or not valid as an HTTP header.
     #[error("invalid CGI header line `{0}`")]
     BadHeader(String),
-    /// A `Status` header that is not `NNN [reason]`.
-    #[error("invalid CGI Status `{0}`")]
+    /// A `Status` header that is not `NNN [reason]` with NNN in 200-599.
+    #[error("invalid CGI Status `{0}` (a final status, 200 to 599, is required)")]
     BadStatus(String),
+    /// More than [`MAX_CGI_HEADERS`] header lines.
+    #[error("more than {MAX_CGI_HEADERS} CGI header lines")]
+    TooManyHeaders,
+    /// A header block over [`MAX_CGI_HEAD`] bytes.
+    #[error("CGI headers over {MAX_CGI_HEAD} bytes")]
+    HeadTooLarge,
 }
 
 /// Parses CGI output: header lines, a blank line, then the body. `Status: NNN`
 /// sets the status; a `Location` without one means `302 Found` (RFC 3875 §6.2.3).
 pub fn parse_cgi(out: &[u8]) -> Result<Response<Full<Bytes>>, CgiError> {
-    let (head, body) = split_head(out).ok_or(CgiError::NoHeaderEnd)?;
+    let (head, body) = match split_head(out) {
+        Some((head, _)) if head.len() > MAX_CGI_HEAD => return Err(CgiError::HeadTooLarge),
+        Some(split) => split,
+        None if out.len() > MAX_CGI_HEAD => return Err(CgiError::HeadTooLarge),
+        None => return Err(CgiError::NoHeaderEnd),
+    };
     let head = String::from_utf8_lossy(head);
+    let mut lines = 0;
     let mut status = None;
     let mut headers = HeaderMap::new();
     for line in head
@@ -129,15 +163,30 @@ pub fn parse_cgi(out: &[u8]) -> Result<Response<Full<Bytes>>, CgiError> {
         .map(|l| l.trim_end_matches('\r'))
         .filter(|l| !l.is_empty())
     {
+        lines += 1;
+        if lines > MAX_CGI_HEADERS {
+            return Err(CgiError::TooManyHeaders);
+        }
         let (name, value) = line
             .split_once(':')
             .ok_or_else(|| CgiError::BadHeader(line.to_owned()))?;
         let value = value.trim();
+        if HOST_OWNED
+            .iter()
+            .any(|h| name.trim().eq_ignore_ascii_case(h))
+        {
+            tracing::debug!(
+                header = name.trim(),
+                "a framing header of the guest's CGI response is the host's to set; ignored"
+            );
+            continue;
+        }
         if name.eq_ignore_ascii_case("status") {
             let code = value.split_whitespace().next().unwrap_or("");
             let code = code
                 .parse::<u16>()
                 .ok()
+                .filter(|c| (200..=599).contains(c))
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .ok_or_else(|| CgiError::BadStatus(value.to_owned()))?;
             status = Some(code);

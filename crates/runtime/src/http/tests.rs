@@ -62,3 +62,61 @@ fn cgi_args_and_env() {
     assert_eq!(get("X_FULL_URL"), Some("http://example.test:8080/x?y=1"));
     assert_eq!(get("HTTP_AUTHORIZATION"), None);
 }
+
+/// The host frames a WAGI response: a guest's framing and hop-by-hop
+/// headers are dropped, only final statuses pass, and the header block is
+/// bounded in lines and bytes.
+#[test]
+fn cgi_output_cannot_frame_the_response() {
+    let r = parse_cgi(
+        b"Content-Length: 5\nTransfer-Encoding: chunked\nConnection: keep-alive\n\
+          Keep-Alive: timeout=5\nUpgrade: h2c\nTE: trailers\nTrailer: x\n\
+          Proxy-Connection: keep-alive\nX-Kept: 1\n\nhello and more",
+    )
+    .unwrap();
+    let names: Vec<_> = r.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-kept"]);
+    for status in ["100", "101", "199", "600", "999"] {
+        assert!(
+            matches!(
+                parse_cgi(format!("Status: {status}\n\n").as_bytes()),
+                Err(CgiError::BadStatus(_))
+            ),
+            "{status}"
+        );
+    }
+    assert_eq!(parse_cgi(b"Status: 599\n\n").unwrap().status(), 599);
+    let many: String = (0..=MAX_CGI_HEADERS)
+        .map(|i| format!("X-{i}: v\n"))
+        .collect();
+    assert_eq!(
+        parse_cgi(format!("{many}\n").as_bytes()).unwrap_err(),
+        CgiError::TooManyHeaders
+    );
+    let long = format!("X-Big: {}\n\n", "a".repeat(MAX_CGI_HEAD));
+    assert_eq!(
+        parse_cgi(long.as_bytes()).unwrap_err(),
+        CgiError::HeadTooLarge
+    );
+    // No end of the headers within the bound: too large, not "no end" later.
+    let endless = "a".repeat(MAX_CGI_HEAD + 1);
+    assert_eq!(
+        parse_cgi(endless.as_bytes()).unwrap_err(),
+        CgiError::HeadTooLarge
+    );
+}
+
+/// A `Proxy` request header never becomes HTTP_PROXY (httpoxy).
+#[test]
+fn the_proxy_header_is_not_passed_to_cgi() {
+    let req = Request::builder()
+        .uri("/")
+        .header("proxy", "http://evil.test:3128")
+        .header("x-other", "kept")
+        .body(())
+        .unwrap();
+    let (parts, ()) = req.into_parts();
+    let env = cgi_env(&parts, 0, "127.0.0.1:3000".parse().unwrap(), None);
+    assert!(env.iter().all(|(k, _)| k != "HTTP_PROXY"), "{env:?}");
+    assert!(env.iter().any(|(k, v)| k == "HTTP_X_OTHER" && v == "kept"));
+}
