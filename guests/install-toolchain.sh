@@ -25,7 +25,8 @@ die() { printf 'install-toolchain: error: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$WISP_GUEST_CACHE"
 
 # --- 1. Debian packages -------------------------------------------------------
-bash "$HERE/../scripts/apt-install.sh" clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 wabt
+# python3 (and its venv) for wasm-tools metadata here and for scripts/check-layers.py.
+bash "$HERE/../scripts/apt-install.sh" clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 wabt python3 python3-venv
 
 # --- 2. wasm-tools ------------------------------------------------------------
 have_version() { # BIN VERSION
