@@ -87,7 +87,7 @@ def use_paths(code):
         segs = [s.strip() for s in rest.split("::") if s.strip()]
         if segs and segs[-1] == "{":
             # A use tree: take each first segment of its top-level items.
-            depth, i, start = 1, m.end(), m.end()
+            depth, i = 1, m.end()
             items, cur = [], []
             while i < len(code) and depth:
                 ch = code[i]
@@ -98,7 +98,7 @@ def use_paths(code):
                 if depth == 1 and ch == ",":
                     items.append("".join(cur))
                     cur = []
-                elif depth >= 1 and not (depth == 1 and ch == "{" and i == start):
+                elif depth >= 1:
                     cur.append(ch)
                 i += 1
             items.append("".join(cur))

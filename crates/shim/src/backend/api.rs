@@ -96,11 +96,14 @@ pub trait Backend: Send + Sync {
             .map_err(|e| TaskError::internal(e.to_string()))
     }
 
-    /// Lets a frozen container act on a signal (a kill of a paused task).
-    fn thaw(&self) {
-        if let Some(c) = self.cgroup() {
+    /// Lets a frozen container act on a signal (a kill of a paused task);
+    /// false if this backend has no freezer of its own to thaw (runc's
+    /// container stays paused until Resume, as under runc's shim).
+    fn thaw(&self) -> bool {
+        self.cgroup().is_some_and(|c| {
             let _ = c.thaw();
-        }
+            true
+        })
     }
 
     /// Releases what the container holds on the host (cgroup, runc state).

@@ -43,7 +43,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGPIPE, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::backend::node::is_node_mode;
+use crate::backend::node::NODE_RUNTIME_ID;
 use crate::error::TaskError;
 use crate::task::events::Events;
 use crate::task::service::Service;
@@ -122,9 +122,8 @@ pub fn serve(
         &flags.namespace,
         &flags.address,
         exit.clone(),
-        is_node_mode(),
+        runtime_id == NODE_RUNTIME_ID,
     );
-    tracing::debug!(runtime_id, "daemon starting");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

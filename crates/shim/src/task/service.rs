@@ -260,8 +260,7 @@ impl Service {
             p.signal(sig);
         }
         // A frozen process cannot act on a signal: thaw it so kill works.
-        if p.lock().status == Status::PAUSED {
-            c.backend.thaw();
+        if p.lock().status == Status::PAUSED && c.backend.thaw() {
             p.lock().status = Status::RUNNING;
         }
         Ok(Empty::new())
