@@ -52,6 +52,11 @@ pub struct EngineSettings {
     pub max_memory: Option<u64>,
     /// Compiled-code cache directory; `None` disables caching.
     pub cache_dir: Option<PathBuf>,
+    /// Compile a module's functions on a thread pool. Off for a process that
+    /// must stay single-threaded until it has confined itself (the shim's
+    /// container process: see `wisp_shim`'s confinement), where a cache miss
+    /// then compiles on the calling thread.
+    pub parallel_compilation: bool,
 }
 
 impl EngineSettings {
@@ -61,6 +66,7 @@ impl EngineSettings {
             allocation: Allocation::Pooling(config.engine.pooling.clone()),
             max_memory: config.limits.max_memory.map(|b| b.0),
             cache_dir: config.engine.cache_dir.clone(),
+            parallel_compilation: true,
         }
     }
 
@@ -70,6 +76,7 @@ impl EngineSettings {
             allocation: Allocation::OnDemand,
             max_memory: config.limits.max_memory.map(|b| b.0),
             cache_dir: config.engine.cache_dir.clone(),
+            parallel_compilation: true,
         }
     }
 }
@@ -108,6 +115,7 @@ pub fn prebuild_for_run() -> Result<(), EngineError> {
         allocation: Allocation::OnDemand,
         max_memory: None,
         cache_dir: None,
+        parallel_compilation: true,
     };
     let engine = wasmtime::Engine::new(&wasmtime_config(&settings)).map_err(EngineError::Config)?;
     *PREBUILT_FOR_RUN.lock().unwrap_or_else(|p| p.into_inner()) = Some(engine);
@@ -129,6 +137,7 @@ fn wasmtime_config(settings: &EngineSettings) -> wasmtime::Config {
     let mut cfg = wasmtime::Config::new();
     cfg.epoch_interruption(true);
     cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+    cfg.parallel_compilation(settings.parallel_compilation);
     if let Allocation::Pooling(p) = &settings.allocation {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
             p,
@@ -146,14 +155,16 @@ fn wasmtime_config(settings: &EngineSettings) -> wasmtime::Config {
 }
 
 impl Engine {
-    /// Builds an engine and starts its epoch ticker.
+    /// Builds an engine. Its epoch ticker's thread starts with the first
+    /// store ([`Self::running`]), so building an engine and loading an app
+    /// start no thread.
     pub fn new(settings: &EngineSettings) -> Result<Self, EngineError> {
         let prebuilt = match settings.allocation {
-            Allocation::OnDemand => PREBUILT_FOR_RUN
+            Allocation::OnDemand if settings.parallel_compilation => PREBUILT_FOR_RUN
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
-            Allocation::Pooling(_) => None,
+            _ => None,
         };
         let inner = match prebuilt {
             Some(engine) => engine,
@@ -184,11 +195,9 @@ impl Engine {
         // its linger sees `active` on its next tick. Waking it on every 0 -> 1
         // (every request of an app serving one at a time) cost two context
         // switches per request.
-        if t.parked.load(Ordering::SeqCst)
-            && t.parked.swap(false, Ordering::SeqCst)
-            && let Some(thread) = &t.thread
-        {
-            thread.thread().unpark();
+        let thread = t.thread();
+        if t.parked.load(Ordering::SeqCst) && t.parked.swap(false, Ordering::SeqCst) {
+            thread.unpark();
         }
         Running {
             ticker: self.ticker.clone(),
@@ -260,7 +269,9 @@ struct EpochTicker {
     /// Epochs advanced so far (read by the tests).
     #[cfg_attr(not(test), allow(dead_code))]
     ticks: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The thread's body until [`Self::thread`] starts it.
+    body: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    handle: std::sync::OnceLock<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
@@ -279,9 +290,7 @@ impl EpochTicker {
         let asleep = parked.clone();
         let live = active.clone();
         let since_trim = started.clone();
-        let thread = std::thread::Builder::new()
-            .name("wisp-epoch".into())
-            .spawn(move || {
+        let body = Box::new(move || {
                 // Parks until `running` unparks (or `timeout` passes). It
                 // unparks once it sees `parked`, and an unpark before the
                 // park makes it return at once; a store that came after the
@@ -354,16 +363,34 @@ impl EpochTicker {
                         next = now + EPOCH_TICK;
                     }
                 }
-            })
-            .expect("spawn epoch thread");
+        });
         Self {
             stop,
             active,
             parked,
             started,
             ticks,
-            thread: Some(thread),
+            body: std::sync::Mutex::new(Some(body)),
+            handle: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The ticking thread, started on first use.
+    fn thread(&self) -> &std::thread::Thread {
+        self.handle
+            .get_or_init(|| {
+                let body = self
+                    .body
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .expect("the ticker's body is taken once");
+                std::thread::Builder::new()
+                    .name("wisp-epoch".into())
+                    .spawn(body)
+                    .expect("spawn epoch thread")
+            })
+            .thread()
     }
 }
 
@@ -396,7 +423,7 @@ fn release_free_memory() {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.handle.take() {
             t.thread().unpark();
             let _ = t.join();
         }

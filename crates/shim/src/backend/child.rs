@@ -24,6 +24,7 @@ use wisp_runtime::config::Config;
 use wisp_runtime::http::HttpServer;
 use wisp_runtime::{App, Engine, EngineSettings};
 
+use crate::backend::confine;
 use crate::bundle::plan::{Executor, WasmPlan};
 
 /// argv[1] that turns the shim binary into a container process.
@@ -61,8 +62,8 @@ fn run(control: File, mut status: File) -> Result<i32> {
     control
         .read_line(&mut line)
         .context("failed to read the container plan")?;
-    let plan: WasmPlan = serde_json::from_str(&line).context("invalid container plan")?;
-    let prepared = match prepare(&plan) {
+    let mut plan: WasmPlan = serde_json::from_str(&line).context("invalid container plan")?;
+    let prepared = match prepare(&mut plan) {
         Ok(p) => p,
         Err(e) => {
             // The shim turns this into Create's error; ctr prints it.
@@ -92,7 +93,7 @@ enum Prepared {
     Serve { server: HttpServer, config: Config },
 }
 
-fn prepare(plan: &WasmPlan) -> Result<Prepared> {
+fn prepare(plan: &mut WasmPlan) -> Result<Prepared> {
     // The engine must exist before the app is loaded, so the choice between
     // the pooling (serving) and the on-demand (command) allocator is made from
     // the plan and the binary's header: under `Auto` only components can be
@@ -103,12 +104,27 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         Executor::Auto => is_component(&plan.module),
     };
     enter_namespaces(plan, serving)?;
+    let entered = plan.confine.as_ref().map(confine::enter).transpose()?;
+    // Granted directories are opened through the container's mounts, so
+    // their flags (a read-only volume) hold as they would for runc.
+    if let (Some(root), Some(entered)) = (
+        plan.confine.as_ref().and_then(|c| c.root.as_ref()),
+        &entered,
+    ) {
+        for dir in &mut plan.dirs {
+            if let Some(p) = confine::granted_path(root, entered, &dir.guest) {
+                dir.host = p;
+            }
+        }
+    }
     let config = plan.config()?;
-    let settings = if serving {
+    let mut settings = if serving {
         EngineSettings::for_serve(&config)
     } else {
         EngineSettings::for_run(&config)
     };
+    // The process stays single-threaded until it has confined itself.
+    settings.parallel_compilation = plan.confine.is_none();
     let engine = Engine::new(&settings).context("failed to create the Wasm engine")?;
     let module = plan.module.display().to_string();
     let app = App::load(&engine, &plan.module, false)
@@ -117,6 +133,9 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
     let prepared = if serve {
         let server = HttpServer::new(&engine, &app, &plan.serve_config()?)
             .with_context(|| format!("`{module}` cannot be served"))?;
+        if let Some(c) = &plan.confine {
+            confine::finish(c)?;
+        }
         current_thread()?
             .block_on(server.instantiate_once())
             .map_err(anyhow::Error::from)
@@ -126,6 +145,9 @@ fn prepare(plan: &WasmPlan) -> Result<Prepared> {
         let command = command::prepare(&engine, &app, &config, &plan.args, Stdio::Inherit)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("failed to prepare `{module}`"))?;
+        if let Some(c) = &plan.confine {
+            confine::finish(c)?;
+        }
         Prepared::Command {
             command: Box::new(command),
             runtime: current_thread()?,
@@ -194,6 +216,9 @@ impl Prepared {
             Self::Serve { server, config } => return serve(server, &config, plan),
             Self::Command { command, runtime } => (command, runtime),
         };
+        if std::process::id() == 1 {
+            die_on_signals();
+        }
         let outcome = runtime
             .block_on(command.run())
             .with_context(|| format!("failed to run `{}`", plan.module.display()))?;
@@ -206,6 +231,29 @@ impl Prepared {
         // container's exit is reported a millisecond sooner than after
         // running their destructors.
         std::process::exit(outcome.exit_code())
+    }
+}
+
+/// As pid 1 of its own pid namespace the process receives no signal it has
+/// no handler for (the kernel's rule for a namespace's init; only SIGKILL
+/// and SIGSTOP from outside pass). A guest has no handlers of its own, so
+/// these end it as they end a process with the default disposition.
+fn die_on_signals() {
+    extern "C" fn on_signal(sig: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + sig) }
+    }
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+    ] {
+        // SAFETY: installs a handler that only calls _exit.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod child;
+pub mod confine;
 pub mod console;
 pub mod hosted;
 pub mod linux;

@@ -26,10 +26,11 @@ use std::path::Path;
 
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
-use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::bundle::plan::{PlanError, env_map, resolve_in_rootfs};
 use crate::os::cgroup::ContainerCgroup;
+use crate::os::creds::{self, Caps, CredStep, Creds, cap_last, rlimit_resource};
 
 /// Why the shim leaves a sandbox spec to runc, if it does.
 pub fn unsupported(spec: &Spec) -> Option<&'static str> {
@@ -100,10 +101,7 @@ struct Prepared {
     /// (`/proc/sys/...` path, value), written inside the new namespaces.
     sysctls: Vec<(CString, CString)>,
     rlimits: Vec<(libc::c_int, libc::rlimit)>,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
-    caps: Option<Caps>,
+    creds: Creds,
     no_new_privs: bool,
     stdout: RawFd,
     stderr: RawFd,
@@ -113,15 +111,6 @@ struct Prepared {
     control_peer: RawFd,
     status: RawFd,
     cap_last: u32,
-}
-
-#[derive(Clone, Copy)]
-struct Caps {
-    bounding: u64,
-    effective: u64,
-    permitted: u64,
-    inheritable: u64,
-    ambient: u64,
 }
 
 /// The steps of the child, reported with errno when one fails.
@@ -229,24 +218,8 @@ pub fn spawn(
             )
         })
         .collect();
-    let caps = process.capabilities().as_ref().map(|c| {
-        let mask = |set: &Option<std::collections::HashSet<Capability>>| {
-            set.iter()
-                .flatten()
-                .fold(0u64, |m, cap| m | 1u64 << cap_number(*cap))
-        };
-        Caps {
-            bounding: mask(c.bounding()),
-            effective: mask(c.effective()),
-            permitted: mask(c.permitted()),
-            inheritable: mask(c.inheritable()),
-            ambient: mask(c.ambient()),
-        }
-    });
-    let cap_last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
+    let caps = process.capabilities().as_ref().map(Caps::from_spec);
+    let cap_last = cap_last();
     let cgroup_files = cgroup
         .thread_files()
         .unwrap_or_default()
@@ -296,10 +269,12 @@ pub fn spawn(
             })
             .collect::<io::Result<_>>()?,
         rlimits,
-        uid: process.user().uid(),
-        gid: process.user().gid(),
-        groups: process.user().additional_gids().clone().unwrap_or_default(),
-        caps,
+        creds: Creds {
+            uid: process.user().uid(),
+            gid: process.user().gid(),
+            groups: process.user().additional_gids().clone().unwrap_or_default(),
+            caps,
+        },
         no_new_privs: process.no_new_privileges().unwrap_or(false),
         stdout: stdout.as_raw_fd(),
         stderr: stderr.as_raw_fd(),
@@ -524,80 +499,15 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 return fail(8);
             }
         }
-        // runc's order (libcontainer's finalizeNamespace): the bounding set
-        // while still root (PR_CAPBSET_DROP needs CAP_SETPCAP, which a
-        // non-zero uid no longer has in its effective set), keep-caps so the
-        // user switch keeps the permitted set, the switch, keep-caps cleared,
-        // then the sets the spec names. Without capabilities in the spec,
-        // the switch to a non-zero uid clears them all, as the kernel does.
-        if let Some(caps) = p.caps {
-            for cap in 0..=p.cap_last {
-                if caps.bounding & (1u64 << cap) == 0
-                    && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
-                {
-                    return fail(10);
-                }
-            }
-        }
-        let keep = p.caps.is_some();
-        if keep && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
-            return fail(9);
-        }
         // Raw system calls, never glibc's setgroups/setgid/setuid: those
         // broadcast the change to every thread of glibc's thread list
         // (__nptl_setxid), which this process copied from the shim's many
         // threads; it takes a lock another thread may have held at the
         // clone and waits on threads that do not exist here, forever.
-        // The groups are always set, as runc does: the spec's list is the
-        // whole list (the shim's own groups are not the container's).
-        if libc::syscall(
-            libc::SYS_setgroups,
-            p.groups.len() as libc::c_ulong,
-            p.groups.as_ptr(),
-        ) != 0
-            || libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) != 0
-            || libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) != 0
-        {
-            return fail(9);
-        }
-        if keep && libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0 {
-            return fail(9);
-        }
-        if let Some(caps) = p.caps {
-            let mut header = CapHeader {
-                version: LINUX_CAPABILITY_VERSION_3,
-                pid: 0,
-            };
-            let data = [
-                CapData {
-                    effective: caps.effective as u32,
-                    permitted: caps.permitted as u32,
-                    inheritable: caps.inheritable as u32,
-                },
-                CapData {
-                    effective: (caps.effective >> 32) as u32,
-                    permitted: (caps.permitted >> 32) as u32,
-                    inheritable: (caps.inheritable >> 32) as u32,
-                },
-            ];
-            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
-                return fail(10);
-            }
-            // Ambient capabilities survive the exec of a non-setuid program;
-            // each must already be permitted and inheritable.
-            for cap in 0..=p.cap_last {
-                if caps.ambient & (1u64 << cap) != 0
-                    && libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0,
-                    ) != 0
-                {
-                    return fail(10);
-                }
-            }
+        match creds::apply(&p.creds, p.cap_last) {
+            Ok(()) => {}
+            Err(CredStep::User) => return fail(9),
+            Err(CredStep::Caps) => return fail(10),
         }
         if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return fail(11);
@@ -632,91 +542,6 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         libc::execve(p.program.as_ptr(), ctx.argv, ctx.envp);
         fail(14)
-    }
-}
-
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn rlimit_resource(t: oci_spec::runtime::PosixRlimitType) -> libc::c_int {
-    use oci_spec::runtime::PosixRlimitType as T;
-    (match t {
-        T::RlimitCpu => libc::RLIMIT_CPU,
-        T::RlimitFsize => libc::RLIMIT_FSIZE,
-        T::RlimitData => libc::RLIMIT_DATA,
-        T::RlimitStack => libc::RLIMIT_STACK,
-        T::RlimitCore => libc::RLIMIT_CORE,
-        T::RlimitRss => libc::RLIMIT_RSS,
-        T::RlimitNproc => libc::RLIMIT_NPROC,
-        T::RlimitNofile => libc::RLIMIT_NOFILE,
-        T::RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        T::RlimitAs => libc::RLIMIT_AS,
-        T::RlimitLocks => libc::RLIMIT_LOCKS,
-        T::RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        T::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        T::RlimitNice => libc::RLIMIT_NICE,
-        T::RlimitRtprio => libc::RLIMIT_RTPRIO,
-        T::RlimitRttime => libc::RLIMIT_RTTIME,
-    }) as libc::c_int
-}
-
-/// The kernel's number of a capability.
-fn cap_number(c: Capability) -> u32 {
-    use Capability as C;
-    match c {
-        C::Chown => 0,
-        C::DacOverride => 1,
-        C::DacReadSearch => 2,
-        C::Fowner => 3,
-        C::Fsetid => 4,
-        C::Kill => 5,
-        C::Setgid => 6,
-        C::Setuid => 7,
-        C::Setpcap => 8,
-        C::LinuxImmutable => 9,
-        C::NetBindService => 10,
-        C::NetBroadcast => 11,
-        C::NetAdmin => 12,
-        C::NetRaw => 13,
-        C::IpcLock => 14,
-        C::IpcOwner => 15,
-        C::SysModule => 16,
-        C::SysRawio => 17,
-        C::SysChroot => 18,
-        C::SysPtrace => 19,
-        C::SysPacct => 20,
-        C::SysAdmin => 21,
-        C::SysBoot => 22,
-        C::SysNice => 23,
-        C::SysResource => 24,
-        C::SysTime => 25,
-        C::SysTtyConfig => 26,
-        C::Mknod => 27,
-        C::Lease => 28,
-        C::AuditWrite => 29,
-        C::AuditControl => 30,
-        C::Setfcap => 31,
-        C::MacOverride => 32,
-        C::MacAdmin => 33,
-        C::Syslog => 34,
-        C::WakeAlarm => 35,
-        C::BlockSuspend => 36,
-        C::AuditRead => 37,
-        C::Perfmon => 38,
-        C::Bpf => 39,
-        C::CheckpointRestore => 40,
     }
 }
 

@@ -10,9 +10,12 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::fcntl::OFlag;
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::pipe2;
 
 use crate::backend::child::{CHILD_ARG, CONTROL_FD, STATUS_FD};
+use crate::backend::zygote::PidRequest;
+use crate::bundle::confine::PidNs;
 use crate::bundle::plan::WasmPlan;
 use crate::os::cgroup::ContainerCgroup;
 use crate::os::stdio::ChildStdio;
@@ -49,6 +52,21 @@ pub fn spawn_wasm(
         .transpose()
         .map_err(io::Error::other)?;
     let thread_files_used = thread_files.is_some();
+    let pid_ns = plan.confine.as_ref().map(|c| &c.pid);
+    let ns_file = match pid_ns {
+        Some(PidNs::Join(path)) => Some(File::open(path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("failed to open pid namespace `{}`: {e}", path.display()),
+            )
+        })?),
+        _ => None,
+    };
+    let pid_request = match (pid_ns, &ns_file) {
+        (Some(PidNs::New), _) => PidRequest::New,
+        (_, Some(f)) => PidRequest::Join(f.as_fd()),
+        _ => PidRequest::Host,
+    };
     let spawned_at = std::time::Instant::now();
     let forked = crate::backend::zygote::spawn(
         [
@@ -59,10 +77,11 @@ pub fn spawn_wasm(
             st_w.as_fd(),
         ],
         thread_files.as_deref().unwrap_or_default(),
+        pid_request,
     );
     let pid = match forked {
         Some(pid) => pid,
-        None => exec_wasm(stdio, &ctl_r, &st_w, thread_files),
+        None => exec_wasm(stdio, &ctl_r, &st_w, thread_files, pid_request),
     }
     .map_err(|e| {
         io::Error::new(
@@ -124,6 +143,7 @@ fn exec_wasm(
     ctl_r: &OwnedFd,
     st_w: &OwnedFd,
     thread_files: Option<Vec<CString>>,
+    pid_ns: PidRequest<'_>,
 ) -> io::Result<u32> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(CHILD_ARG)
@@ -160,5 +180,22 @@ fn exec_wasm(
             Ok(())
         });
     }
-    Ok(cmd.spawn()?.id())
+    if let PidRequest::Host = pid_ns {
+        return Ok(cmd.spawn()?.id());
+    }
+    // A process is made in its creator's pid namespace for children: a
+    // thread of its own enters it (only that thread's children are made
+    // there), forks, and ends.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            match pid_ns {
+                PidRequest::New => unshare(CloneFlags::CLONE_NEWPID)?,
+                PidRequest::Join(ns) => setns(ns, CloneFlags::CLONE_NEWPID)?,
+                PidRequest::Host => {}
+            }
+            Ok(cmd.spawn()?.id())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the spawning thread panicked")))
+    })
 }

@@ -46,8 +46,23 @@ pub const DISABLE_ENV: &str = "WISP_NO_ZYGOTE";
 /// 0, 1, 2, [`CONTROL_FD`], [`STATUS_FD`].
 const FDS: usize = 5;
 /// A request's first byte, so that a request is never an empty datagram
-/// (which reads like the end of the stream).
+/// (which reads like the end of the stream): the process's pid namespace.
 const REQUEST: u8 = b'W';
+/// ... in a new pid namespace.
+const REQUEST_NEW_PID: u8 = b'N';
+/// ... in the pid namespace of a sixth descriptor.
+const REQUEST_JOIN_PID: u8 = b'J';
+
+/// The pid namespace a container process is created in.
+#[derive(Clone, Copy)]
+pub enum PidRequest<'a> {
+    /// The daemon's.
+    Host,
+    /// A new one, the process its pid 1.
+    New,
+    /// This one's.
+    Join(BorrowedFd<'a>),
+}
 /// Longest request: the `tasks` files of every cgroup v1 controller.
 const MAX_REQUEST: usize = 64 * 1024;
 
@@ -130,15 +145,26 @@ pub fn reaped(pid: i32) -> bool {
 ///
 /// `fds` become the process's 0, 1, 2, [`CONTROL_FD`] and [`STATUS_FD`];
 /// the process writes `0` to each of `thread_files` before it reads its plan.
-pub fn spawn(fds: [BorrowedFd<'_>; FDS], thread_files: &[CString]) -> Option<io::Result<u32>> {
+pub fn spawn(
+    fds: [BorrowedFd<'_>; FDS],
+    thread_files: &[CString],
+    pid: PidRequest<'_>,
+) -> Option<io::Result<u32>> {
     let z = ZYGOTE.get()?;
     let mut guard = z.sock.lock().unwrap_or_else(|p| p.into_inner());
     let sock = guard.as_ref()?;
-    let mut request = vec![REQUEST];
+    let mut raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut request = vec![match pid {
+        PidRequest::Host => REQUEST,
+        PidRequest::New => REQUEST_NEW_PID,
+        PidRequest::Join(ns) => {
+            raw.push(ns.as_raw_fd());
+            REQUEST_JOIN_PID
+        }
+    }];
     for f in thread_files {
         request.extend_from_slice(f.as_bytes_with_nul());
     }
-    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let sent = sendmsg::<()>(
         sock.as_raw_fd(),
         &[IoSlice::new(&request)],
@@ -200,9 +226,9 @@ fn zygote(sock: OwnedFd, daemon: Pid) -> ! {
             // will come.
             Ok(None) | Err(_) => std::process::exit(0),
         };
-        let answer = match fds {
-            Some(fds) if len > 0 && buf[0] == REQUEST => {
-                fork_container(fds, &buf[1..len]).unwrap_or_else(|e| -(e as i32))
+        let answer = match (len > 0).then(|| buf[0]) {
+            Some(kind @ (REQUEST | REQUEST_NEW_PID | REQUEST_JOIN_PID)) => {
+                fork_container(fds, kind, &buf[1..len]).unwrap_or_else(|e| -(e as i32))
             }
             _ => -libc::EINVAL,
         };
@@ -212,14 +238,13 @@ fn zygote(sock: OwnedFd, daemon: Pid) -> ! {
     }
 }
 
-/// A request's length (0 if truncated) and its five descriptors (`None` if
-/// it carried another number of them).
-type Received = (usize, Option<[OwnedFd; FDS]>);
+/// A request's length (0 if truncated) and its descriptors.
+type Received = (usize, Vec<OwnedFd>);
 
 /// One request; `None` at the end of the stream.
 fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<Received>> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; FDS]);
+    let mut space = nix::cmsg_space!([RawFd; FDS + 1]);
     let msg = recvmsg::<()>(
         sock.as_raw_fd(),
         &mut iov,
@@ -244,7 +269,7 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<Received>> {
         }
     }
     let len = if truncated { 0 } else { msg.bytes };
-    Ok(Some((len, received.try_into().ok())))
+    Ok(Some((len, received)))
 }
 
 /// Forks twice; the grandchild becomes the container process, reparented to
@@ -252,7 +277,20 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<Received>> {
 /// grandchild reports it: if the grandchild dies before the middle process
 /// is gone, the kernel hands the zombie to the daemon, and notifies it, when
 /// the middle process exits.
-fn fork_container(fds: [OwnedFd; FDS], request: &[u8]) -> Result<i32, nix::errno::Errno> {
+fn fork_container(
+    mut fds: Vec<OwnedFd>,
+    kind: u8,
+    request: &[u8],
+) -> Result<i32, nix::errno::Errno> {
+    let pid_ns = if kind == REQUEST_JOIN_PID {
+        fds.pop()
+    } else {
+        None
+    };
+    if pid_ns.is_none() && kind == REQUEST_JOIN_PID {
+        return Err(nix::errno::Errno::EINVAL);
+    }
+    let fds: [OwnedFd; FDS] = fds.try_into().map_err(|_| nix::errno::Errno::EINVAL)?;
     let thread_files: Vec<&CStr> = request
         .split_inclusive(|b| *b == 0)
         .map(CStr::from_bytes_with_nul)
@@ -266,6 +304,20 @@ fn fork_container(fds: [OwnedFd; FDS], request: &[u8]) -> Result<i32, nix::errno
         ForkResult::Parent { .. } => {}
         ForkResult::Child => {
             drop(report_r);
+            // The grandchild is made in its pid namespace: a process cannot
+            // move itself into one.
+            let entered = match (kind, &pid_ns) {
+                (REQUEST_NEW_PID, _) => {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+                }
+                (_, Some(ns)) => nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID),
+                _ => Ok(()),
+            };
+            if let Err(e) = entered {
+                let _ = nix::unistd::write(&report_w, &(-(e as i32)).to_ne_bytes());
+                // SAFETY: as below.
+                unsafe { libc::_exit(0) }
+            }
             // SAFETY: still a single thread.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => become_container(fds, &thread_files, report_w),
@@ -281,6 +333,7 @@ fn fork_container(fds: [OwnedFd; FDS], request: &[u8]) -> Result<i32, nix::errno
     }
     drop(report_w);
     drop(fds);
+    drop(pid_ns);
     // Four bytes written at once to a pipe arrive at once; the zygote has no
     // signal handler to interrupt the read.
     let mut report = [0u8; 4];
@@ -361,13 +414,23 @@ fn become_container(fds: [OwnedFd; FDS], thread_files: &[&CStr], report: OwnedFd
     // environment concurrently; the executed binary started with none.
     unsafe { libc::clearenv() };
     crate::os::proctitle::replace_args(crate::backend::child::CHILD_ARG.as_bytes());
-    let pid = std::process::id() as i32;
+    let pid = host_pid();
     if nix::unistd::write(&report, &pid.to_ne_bytes()).is_err() {
         // SAFETY: as in `fail`.
         unsafe { libc::_exit(1) }
     }
     drop(report);
     crate::backend::child::main()
+}
+
+/// This process's pid as the daemon sees it: `/proc` is still the host's
+/// (the zygote's) and names it so, where getpid(2) answers in the pid
+/// namespace the process was made in (1 in a new one).
+fn host_pid() -> i32 {
+    std::fs::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str()?.parse().ok())
+        .unwrap_or(std::process::id() as i32)
 }
 
 /// Closes every descriptor from `low` up, except those in `keep`.

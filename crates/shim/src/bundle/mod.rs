@@ -2,6 +2,7 @@
 //! container ([`plan`]), Wasm layers of the image ([`image`]), and the
 //! rootfs mounts ([`rootfs`]).
 
+pub mod confine;
 pub mod image;
 pub mod plan;
 pub mod rootfs;

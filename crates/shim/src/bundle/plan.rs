@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use wisp_runtime::AppShape;
 use wisp_runtime::config::{ByteSize, Config, DirGrant, HumanDuration};
 
+use crate::bundle::confine::{self, Confinement};
+
 /// Annotation that marks the CRI sandbox (pause) container.
 pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 /// Annotation naming the pod sandbox a CRI container belongs to.
@@ -74,6 +76,8 @@ pub enum PlanError {
     NotACommand(String),
     #[error("the container's settings are refused: {0}")]
     Config(String),
+    #[error("the container's spec asks for what a Wasm container cannot honour: {0}")]
+    Refused(#[from] crate::bundle::confine::Refused),
     #[error("invalid {name} `{value}` in the container's env: {reason}")]
     BadEnv {
         name: &'static str,
@@ -164,6 +168,9 @@ pub struct WasmPlan {
     pub cpu_limited: bool,
     /// Requests in instances at once (HTTP apps).
     pub max_concurrent_requests: u32,
+    /// How the process confines itself (see `bundle/confine.rs`); `None`
+    /// where no process of its own runs the app (node mode's hosted apps).
+    pub confine: Option<Confinement>,
 }
 
 /// Resolves `path` inside `rootfs` the way the kernel would inside a chroot:
@@ -403,6 +410,7 @@ pub fn wasm_plan(
         threads: host.cpus.max(1),
         cpu_limited: false,
         max_concurrent_requests,
+        confine: Some(confine::for_init(spec, rootfs, confine::host_has_apparmor())?),
     };
     if let Some(linux) = spec.linux() {
         for ns in linux.namespaces().as_deref().unwrap_or_default() {
@@ -600,6 +608,11 @@ pub fn exec_plan(
     plan.unshare_net = false;
     plan.unshare_uts = false;
     plan.unshare_ipc = false;
+    plan.confine = init
+        .confine
+        .as_ref()
+        .map(|c| confine::for_exec(c, process, init_pid, confine::host_has_apparmor()))
+        .transpose()?;
     Ok(plan)
 }
 

@@ -1,5 +1,7 @@
 use super::*;
+use crate::os::creds::cap_number;
 use oci_spec::runtime::{
+    Capability,
     LinuxBuilder, LinuxNamespaceBuilder, LinuxSeccompBuilder, ProcessBuilder, SpecBuilder,
 };
 
