@@ -52,11 +52,14 @@ pub struct EngineSettings {
     pub max_memory: Option<u64>,
     /// Compiled-code cache directory; `None` disables caching.
     pub cache_dir: Option<PathBuf>,
-    /// Compile a module's functions on a thread pool. Off for a process that
+    /// Start no thread before the first store: the epoch ticker starts with
+    /// it, and a module compiles on the calling thread. For a process that
     /// must stay single-threaded until it has confined itself (the shim's
-    /// container process: see `wisp_shim`'s confinement), where a cache miss
-    /// then compiles on the calling thread.
-    pub parallel_compilation: bool,
+    /// container process). Otherwise the ticker starts with the engine, on
+    /// the building thread, so it inherits that thread's cgroups rather
+    /// than those of whichever app's thread makes the first store (node
+    /// mode's apps each run in their pod's CPU cgroup).
+    pub defer_threads: bool,
 }
 
 impl EngineSettings {
@@ -66,7 +69,7 @@ impl EngineSettings {
             allocation: Allocation::Pooling(config.engine.pooling.clone()),
             max_memory: config.limits.max_memory.map(|b| b.0),
             cache_dir: config.engine.cache_dir.clone(),
-            parallel_compilation: true,
+            defer_threads: false,
         }
     }
 
@@ -76,7 +79,7 @@ impl EngineSettings {
             allocation: Allocation::OnDemand,
             max_memory: config.limits.max_memory.map(|b| b.0),
             cache_dir: config.engine.cache_dir.clone(),
-            parallel_compilation: true,
+            defer_threads: false,
         }
     }
 }
@@ -115,7 +118,7 @@ pub fn prebuild_for_run() -> Result<(), EngineError> {
         allocation: Allocation::OnDemand,
         max_memory: None,
         cache_dir: None,
-        parallel_compilation: true,
+        defer_threads: false,
     };
     let engine = wasmtime::Engine::new(&wasmtime_config(&settings)).map_err(EngineError::Config)?;
     *PREBUILT_FOR_RUN.lock().unwrap_or_else(|p| p.into_inner()) = Some(engine);
@@ -137,7 +140,7 @@ fn wasmtime_config(settings: &EngineSettings) -> wasmtime::Config {
     let mut cfg = wasmtime::Config::new();
     cfg.epoch_interruption(true);
     cfg.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
-    cfg.parallel_compilation(settings.parallel_compilation);
+    cfg.parallel_compilation(!settings.defer_threads);
     if let Allocation::Pooling(p) = &settings.allocation {
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
             p,
@@ -155,12 +158,11 @@ fn wasmtime_config(settings: &EngineSettings) -> wasmtime::Config {
 }
 
 impl Engine {
-    /// Builds an engine. Its epoch ticker's thread starts with the first
-    /// store ([`Self::running`]), so building an engine and loading an app
-    /// start no thread.
+    /// Builds an engine and starts its epoch ticker (with the first store,
+    /// under [`EngineSettings::defer_threads`]).
     pub fn new(settings: &EngineSettings) -> Result<Self, EngineError> {
         let prebuilt = match settings.allocation {
-            Allocation::OnDemand if settings.parallel_compilation => PREBUILT_FOR_RUN
+            Allocation::OnDemand if !settings.defer_threads => PREBUILT_FOR_RUN
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
@@ -173,6 +175,9 @@ impl Engine {
             }
         };
         let ticker = EpochTicker::start(inner.clone());
+        if !settings.defer_threads {
+            ticker.thread();
+        }
         Ok(Self {
             inner,
             cache: settings.cache_dir.clone().map(CodeCache::new),
@@ -291,78 +296,76 @@ impl EpochTicker {
         let live = active.clone();
         let since_trim = started.clone();
         let body = Box::new(move || {
-                // Parks until `running` unparks (or `timeout` passes). It
-                // unparks once it sees `parked`, and an unpark before the
-                // park makes it return at once; a store that came after the
-                // caller's check but before `parked` was set is seen by the
-                // check here.
-                let park_while_idle = |timeout: Option<Duration>| {
-                    asleep.store(true, Ordering::SeqCst);
-                    if live.load(Ordering::SeqCst) == 0 && !flag.load(Ordering::Acquire) {
-                        match timeout {
-                            Some(t) => std::thread::park_timeout(t),
-                            None => std::thread::park(),
-                        }
-                    }
-                    asleep.store(false, Ordering::SeqCst);
-                };
-                let mut next = std::time::Instant::now() + EPOCH_TICK;
-                // When the second trim of an idle spell is due.
-                let mut trim_again_at: Option<std::time::Instant> = None;
-                // When the last store ended (None while any is alive).
-                let mut idle_since: Option<std::time::Instant> = None;
-                while !flag.load(Ordering::Acquire) {
-                    if live.load(Ordering::SeqCst) == 0 {
-                        let now = std::time::Instant::now();
-                        let since = *idle_since.get_or_insert(now);
-                        // Idle after a busy spell: hand the host allocations
-                        // of its instances back to the kernel (see
-                        // `release_free_memory`), off every request's path;
-                        // and once more shortly after, for what the spell's
-                        // connections freed as they closed.
-                        if since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_STORES {
-                            since_trim.store(0, Ordering::Relaxed);
-                            release_free_memory();
-                            trim_again_at = Some(std::time::Instant::now() + TRIM_AGAIN_AFTER);
-                        }
-                        if trim_again_at.is_some_and(|at| now >= at) {
-                            trim_again_at = None;
-                            release_free_memory();
-                        }
-                        if now.duration_since(since) >= EPOCH_LINGER {
-                            // Idle: no guest needs the epoch.
-                            let seen = since_trim.load(Ordering::Relaxed);
-                            park_while_idle(
-                                trim_again_at.map(|at| at.saturating_duration_since(now)),
-                            );
-                            if since_trim.load(Ordering::Relaxed) != seen {
-                                // Woken by a store: linger again once it ends.
-                                idle_since = None;
-                            }
-                            next = std::time::Instant::now() + EPOCH_TICK;
-                            continue;
-                        }
-                        // Between requests: keep ticking through the linger,
-                        // so that the next store needs no wake-up.
-                    } else {
-                        idle_since = None;
-                    }
-                    // Parked rather than asleep, so that dropping the engine
-                    // wakes the thread at once: a command's process exits
-                    // right after, and a sleep would hold it up to a tick.
-                    let now = std::time::Instant::now();
-                    if now < next {
-                        std::thread::park_timeout(next - now);
-                        continue;
-                    }
-                    tick();
-                    next += EPOCH_TICK;
-                    if next < now {
-                        // Fell behind (a stopped VM, a loaded machine):
-                        // resume from now rather than catching up in a burst.
-                        next = now + EPOCH_TICK;
+            // Parks until `running` unparks (or `timeout` passes). It
+            // unparks once it sees `parked`, and an unpark before the
+            // park makes it return at once; a store that came after the
+            // caller's check but before `parked` was set is seen by the
+            // check here.
+            let park_while_idle = |timeout: Option<Duration>| {
+                asleep.store(true, Ordering::SeqCst);
+                if live.load(Ordering::SeqCst) == 0 && !flag.load(Ordering::Acquire) {
+                    match timeout {
+                        Some(t) => std::thread::park_timeout(t),
+                        None => std::thread::park(),
                     }
                 }
+                asleep.store(false, Ordering::SeqCst);
+            };
+            let mut next = std::time::Instant::now() + EPOCH_TICK;
+            // When the second trim of an idle spell is due.
+            let mut trim_again_at: Option<std::time::Instant> = None;
+            // When the last store ended (None while any is alive).
+            let mut idle_since: Option<std::time::Instant> = None;
+            while !flag.load(Ordering::Acquire) {
+                if live.load(Ordering::SeqCst) == 0 {
+                    let now = std::time::Instant::now();
+                    let since = *idle_since.get_or_insert(now);
+                    // Idle after a busy spell: hand the host allocations
+                    // of its instances back to the kernel (see
+                    // `release_free_memory`), off every request's path;
+                    // and once more shortly after, for what the spell's
+                    // connections freed as they closed.
+                    if since_trim.load(Ordering::Relaxed) >= TRIM_AFTER_STORES {
+                        since_trim.store(0, Ordering::Relaxed);
+                        release_free_memory();
+                        trim_again_at = Some(std::time::Instant::now() + TRIM_AGAIN_AFTER);
+                    }
+                    if trim_again_at.is_some_and(|at| now >= at) {
+                        trim_again_at = None;
+                        release_free_memory();
+                    }
+                    if now.duration_since(since) >= EPOCH_LINGER {
+                        // Idle: no guest needs the epoch.
+                        let seen = since_trim.load(Ordering::Relaxed);
+                        park_while_idle(trim_again_at.map(|at| at.saturating_duration_since(now)));
+                        if since_trim.load(Ordering::Relaxed) != seen {
+                            // Woken by a store: linger again once it ends.
+                            idle_since = None;
+                        }
+                        next = std::time::Instant::now() + EPOCH_TICK;
+                        continue;
+                    }
+                    // Between requests: keep ticking through the linger,
+                    // so that the next store needs no wake-up.
+                } else {
+                    idle_since = None;
+                }
+                // Parked rather than asleep, so that dropping the engine
+                // wakes the thread at once: a command's process exits
+                // right after, and a sleep would hold it up to a tick.
+                let now = std::time::Instant::now();
+                if now < next {
+                    std::thread::park_timeout(next - now);
+                    continue;
+                }
+                tick();
+                next += EPOCH_TICK;
+                if next < now {
+                    // Fell behind (a stopped VM, a loaded machine):
+                    // resume from now rather than catching up in a burst.
+                    next = now + EPOCH_TICK;
+                }
+            }
         });
         Self {
             stop,
@@ -448,6 +451,21 @@ mod tests {
             std::thread::sleep(EPOCH_TICK);
         }
         false
+    }
+
+    #[test]
+    fn deferred_threads_start_with_the_first_store() {
+        let mut settings = EngineSettings::for_run(&Config::default());
+        settings.defer_threads = true;
+        let e = Engine::new(&settings).unwrap();
+        assert!(e.ticker.handle.get().is_none(), "a thread before any store");
+        let before = ticks(&e);
+        let running = e.running();
+        assert!(e.ticker.handle.get().is_some());
+        assert!(ticks_past(&e, before), "the ticker never ticked");
+        drop(running);
+        let eager = Engine::new(&EngineSettings::for_run(&Config::default())).unwrap();
+        assert!(eager.ticker.handle.get().is_some(), "no ticker at build");
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn prepare(plan: &mut WasmPlan) -> Result<Prepared> {
         EngineSettings::for_run(&config)
     };
     // The process stays single-threaded until it has confined itself.
-    settings.parallel_compilation = plan.confine.is_none();
+    settings.defer_threads = plan.confine.is_some();
     let engine = Engine::new(&settings).context("failed to create the Wasm engine")?;
     let module = plan.module.display().to_string();
     let app = App::load(&engine, &plan.module, false)

@@ -22,6 +22,8 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -37,6 +39,12 @@ use crate::os::creds::{self, CredStep};
 #[derive(Debug, Default)]
 pub struct Entered {
     pub mounted: Vec<(String, PathBuf)>,
+    /// The rootfs as it was before anything was mounted in it: what the
+    /// guest's `/` is. Lookups through it cross none of the container's
+    /// mounts, which sit on the bind made after it, so the container's
+    /// `/proc` (its own process's memory, `/proc/self/mem`), `/sys` and
+    /// `/dev` are never reachable from the guest, as before confinement.
+    bare_root: Option<File>,
 }
 
 /// Step 1 (see the module's doc). Needs a single thread.
@@ -75,6 +83,13 @@ pub fn enter(c: &Confinement) -> Result<Entered> {
     )
     .context("failed to make the mounts private")?;
     let rootfs = &root.rootfs;
+    entered.bare_root = Some(
+        File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(rootfs)
+            .with_context(|| format!("failed to open the rootfs `{}`", rootfs.display()))?,
+    );
     mount(
         Some(rootfs),
         rootfs,
@@ -92,8 +107,7 @@ pub fn enter(c: &Confinement) -> Result<Entered> {
         mask(rootfs, path).with_context(|| format!("failed to mask `{path}`"))?;
     }
     for path in &root.readonly_paths {
-        readonly(rootfs, path)
-            .with_context(|| format!("failed to make `{path}` read-only"))?;
+        readonly(rootfs, path).with_context(|| format!("failed to make `{path}` read-only"))?;
     }
     // The working directory exists, as runc makes sure.
     target(rootfs, &c.cwd, true)
@@ -119,9 +133,18 @@ pub fn finish(c: &Confinement) -> Result<()> {
                 .with_context(|| format!("failed to set sysctl `{path}` (linux.sysctl)"))?;
         }
     }
-    for ns in &c.join_late {
-        let f = File::open(ns)
-            .with_context(|| format!("failed to open namespace `{}`", ns.display()))?;
+    // All opened first: once in the init's mount namespace, `/proc` is
+    // the container's, where the init's host pid names nothing.
+    let late = c
+        .join_late
+        .iter()
+        .map(|ns| {
+            File::open(ns)
+                .with_context(|| format!("failed to open namespace `{}`", ns.display()))
+                .map(|f| (ns, f))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for (ns, f) in late {
         setns(&f, CloneFlags::empty())
             .with_context(|| format!("failed to join namespace `{}`", ns.display()))?;
     }
@@ -280,7 +303,13 @@ fn mount_one(rootfs: &Path, m: &MountStep) -> io::Result<PathBuf> {
         }
         kind => {
             target_path = target(rootfs, &m.destination, true)?;
-            mount(Some(m.source.as_str()), &target_path, Some(kind), flags, data)?;
+            mount(
+                Some(m.source.as_str()),
+                &target_path,
+                Some(kind),
+                flags,
+                data,
+            )?;
             if kind == "tmpfs" && m.destination == "/dev" {
                 default_devices(&target_path)?;
             }
@@ -340,7 +369,10 @@ fn cgroup_mount(at: &Path, flags: MsFlags) -> io::Result<()> {
             None::<&str>,
             dst,
             None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
                 | MsFlags::MS_NOEXEC
                 | ro,
             None::<&str>,
@@ -351,7 +383,10 @@ fn cgroup_mount(at: &Path, flags: MsFlags) -> io::Result<()> {
     if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::"))
         && own.lines().count() == 1
     {
-        return bind(&Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')), at);
+        return bind(
+            &Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')),
+            at,
+        );
     }
     mount(
         Some("tmpfs"),
@@ -392,8 +427,7 @@ fn cgroup_mount(at: &Path, flags: MsFlags) -> io::Result<()> {
             None::<&str>,
             at,
             None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
-                | ro,
+            MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | ro,
             None::<&str>,
         )?;
     }
@@ -469,7 +503,10 @@ fn apparmor(profile: &str) -> io::Result<()> {
 /// it, so its flags hold), or the rootfs for `/`.
 pub fn granted_path(root: &Root, entered: &Entered, guest: &str) -> Option<PathBuf> {
     if guest == "/" {
-        return Some(root.rootfs.clone());
+        return Some(match &entered.bare_root {
+            Some(f) => PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
+            None => root.rootfs.clone(),
+        });
     }
     entered
         .mounted

@@ -307,9 +307,7 @@ fn fork_container(
             // The grandchild is made in its pid namespace: a process cannot
             // move itself into one.
             let entered = match (kind, &pid_ns) {
-                (REQUEST_NEW_PID, _) => {
-                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-                }
+                (REQUEST_NEW_PID, _) => nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID),
                 (_, Some(ns)) => nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWPID),
                 _ => Ok(()),
             };

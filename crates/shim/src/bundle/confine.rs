@@ -171,7 +171,11 @@ fn process_part(process: &Process, apparmor_on_host: bool) -> Result<Confinement
 }
 
 /// The confinement of a Wasm container's init process.
-pub fn for_init(spec: &Spec, rootfs: &Path, apparmor_on_host: bool) -> Result<Confinement, Refused> {
+pub fn for_init(
+    spec: &Spec,
+    rootfs: &Path,
+    apparmor_on_host: bool,
+) -> Result<Confinement, Refused> {
     let process = spec
         .process()
         .as_ref()
@@ -179,7 +183,11 @@ pub fn for_init(spec: &Spec, rootfs: &Path, apparmor_on_host: bool) -> Result<Co
     let mut c = process_part(process, apparmor_on_host)?;
     let mut root = Root {
         rootfs: rootfs.to_path_buf(),
-        readonly: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        readonly: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
         propagation: 0,
         mounts: Vec::new(),
         masked: Vec::new(),
@@ -190,8 +198,15 @@ pub fn for_init(spec: &Spec, rootfs: &Path, apparmor_on_host: bool) -> Result<Co
         new_ipc: false,
         new_cgroup: false,
     };
-    for (i, m) in spec.mounts().as_deref().unwrap_or_default().iter().enumerate() {
-        root.mounts.push(mount_step(m).map_err(|r| refuse(format!("mounts[{i}]"), r))?);
+    for (i, m) in spec
+        .mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        root.mounts
+            .push(mount_step(m).map_err(|r| refuse(format!("mounts[{i}]"), r))?);
     }
     if let Some(linux) = spec.linux() {
         let set = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
@@ -214,7 +229,10 @@ pub fn for_init(spec: &Spec, rootfs: &Path, apparmor_on_host: bool) -> Result<Co
             }
         }
         if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(refuse("linux.mountLabel", "SELinux labels are not supported"));
+            return Err(refuse(
+                "linux.mountLabel",
+                "SELinux labels are not supported",
+            ));
         }
         if linux.intel_rdt().is_some() {
             return Err(refuse("linux.intelRdt", "not supported"));
@@ -254,7 +272,11 @@ pub fn for_init(spec: &Spec, rootfs: &Path, apparmor_on_host: bool) -> Result<Co
         if root.new_uts {
             root.hostname = spec.hostname().clone().filter(|h| !h.is_empty());
         }
-        if let Some(p) = linux.rootfs_propagation().as_deref().filter(|p| !p.is_empty()) {
+        if let Some(p) = linux
+            .rootfs_propagation()
+            .as_deref()
+            .filter(|p| !p.is_empty())
+        {
             root.propagation = propagation(p)
                 .ok_or_else(|| refuse("linux.rootfsPropagation", format!("unknown `{p}`")))?;
         }

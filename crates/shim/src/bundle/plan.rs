@@ -410,7 +410,11 @@ pub fn wasm_plan(
         threads: host.cpus.max(1),
         cpu_limited: false,
         max_concurrent_requests,
-        confine: Some(confine::for_init(spec, rootfs, confine::host_has_apparmor())?),
+        confine: Some(confine::for_init(
+            spec,
+            rootfs,
+            confine::host_has_apparmor(),
+        )?),
     };
     if let Some(linux) = spec.linux() {
         for ns in linux.namespaces().as_deref().unwrap_or_default() {

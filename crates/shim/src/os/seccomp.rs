@@ -16,8 +16,7 @@
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
-    LinuxSeccompOperator,
+    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag, LinuxSeccompOperator,
 };
 use serde::{Deserialize, Serialize};
 use syscalls::Sysno;
@@ -43,7 +42,9 @@ pub struct Filter {
 /// Why a profile cannot be applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SeccompError {
-    #[error("linux.seccomp: SCMP_ACT_NOTIFY needs a seccomp agent, which this runtime does not run")]
+    #[error(
+        "linux.seccomp: SCMP_ACT_NOTIFY needs a seccomp agent, which this runtime does not run"
+    )]
     Notify,
     #[error("linux.seccomp: syscall `{0}` has an argument index {1} (at most 5)")]
     ArgIndex(String, usize),
@@ -124,7 +125,10 @@ fn jump(code: u16, k: u32, jt: To, jf: To) -> Pending {
 
 /// The checks of one argument condition; falls through when it holds.
 fn condition(arg: &LinuxSeccompArg, out: &mut Vec<Pending>) {
-    let (lo, hi) = (ARGS + 8 * arg.index() as u32, ARGS + 8 * arg.index() as u32 + 4);
+    let (lo, hi) = (
+        ARGS + 8 * arg.index() as u32,
+        ARGS + 8 * arg.index() as u32 + 4,
+    );
     let v = arg.value();
     let (vlo, vhi) = (v as u32, (v >> 32) as u32);
     use LinuxSeccompOperator as Op;
@@ -233,8 +237,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     // Another ABI's syscall numbers mean other syscalls: never let one reach
     // a default that allows.
-    let foreign = if matches!(default, RET_ALLOW | RET_LOG) || default & 0xffff_0000 == RET_TRACE
-    {
+    let foreign = if matches!(default, RET_ALLOW | RET_LOG) || default & 0xffff_0000 == RET_TRACE {
         RET_KILL_PROCESS
     } else {
         default
@@ -283,7 +286,8 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     }
     for call in profile.syscalls().as_deref().unwrap_or_default() {
         let ret = action(call.action(), call.errno_ret())?;
-        let args: Vec<&LinuxSeccompArg> = call.args().as_deref().unwrap_or_default().iter().collect();
+        let args: Vec<&LinuxSeccompArg> =
+            call.args().as_deref().unwrap_or_default().iter().collect();
         for name in call.names() {
             if let Some(a) = args.iter().find(|a| a.index() > 5) {
                 return Err(SeccompError::ArgIndex(name.clone(), a.index()));

@@ -146,9 +146,20 @@ fn only_the_rootfs_and_declared_mounts_are_visible() {
         c.ctr(&a)
     };
     // WASI lists a directory's own entries: mount points are separate
-    // preopens, not entries of the rootfs.
+    // preopens. The process made its mount points in the rootfs, as runc
+    // does, but the guest's `/` is the rootfs without the container's
+    // mounts: its /proc, /sys and /dev are empty directories to the guest.
     let out = run("ls", &["ls", "/"]);
-    assert_eq!(stdout(&out), "app.wasm\n", "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "app.wasm\ndata\ndev\nout\nproc\nrun\nsys\n",
+        "{}",
+        stderr(&out)
+    );
+    for dir in ["/proc", "/sys", "/dev"] {
+        let out = run("lsmnt", &["ls", dir]);
+        assert_eq!(stdout(&out), "", "{dir}: {}", stderr(&out));
+    }
     assert_eq!(stdout(&run("lsdata", &["ls", "/data"])), "note.txt\n");
     assert_eq!(
         stdout(&run("cat", &["cat", "/data/note.txt"])),

@@ -112,12 +112,18 @@ impl Cri {
 
     #[track_caller]
     pub fn start_container(&self, id: &str) {
+        if let Err(e) = self.try_start_container(id) {
+            panic!("StartContainer {id}: {e}");
+        }
+    }
+
+    /// StartContainer, which creates the task (the shim's Create).
+    pub fn try_start_container(&self, id: &str) -> Result<(), tonic::Status> {
         let req = StartContainerRequest {
             container_id: id.into(),
         };
-        if let Err(e) = self.call(async |mut rs| rs.start_container(req).await) {
-            panic!("StartContainer {id}: {e}");
-        }
+        self.call(async |mut rs| rs.start_container(req).await)
+            .map(drop)
     }
 
     /// CreateContainer + StartContainer.

@@ -9,6 +9,7 @@ mod host;
 mod layouts;
 mod support;
 
+mod confined;
 mod containerd2;
 mod jobs;
 mod mixed;

@@ -1,8 +1,8 @@
 use super::*;
 use crate::os::creds::cap_number;
 use oci_spec::runtime::{
-    Capability,
-    LinuxBuilder, LinuxNamespaceBuilder, LinuxSeccompBuilder, ProcessBuilder, SpecBuilder,
+    Capability, LinuxBuilder, LinuxNamespaceBuilder, LinuxSeccompBuilder, ProcessBuilder,
+    SpecBuilder,
 };
 
 fn spec(linux: LinuxBuilder, terminal: bool) -> Spec {

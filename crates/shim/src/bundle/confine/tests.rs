@@ -142,7 +142,10 @@ fn an_exec_joins_its_init_and_keeps_the_containers_seccomp() {
     assert_eq!(exec.pid, PidNs::Join("/proc/42/ns/pid".into()));
     assert_eq!(
         exec.join_late,
-        vec![PathBuf::from("/proc/42/ns/mnt"), "/proc/42/ns/cgroup".into()]
+        vec![
+            PathBuf::from("/proc/42/ns/mnt"),
+            "/proc/42/ns/cgroup".into()
+        ]
     );
     assert_eq!(exec.seccomp, init.seccomp);
     assert_eq!(exec.creds.uid, 0);

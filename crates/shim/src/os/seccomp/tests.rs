@@ -27,7 +27,10 @@ fn run_checks(filter: &Filter, checks: &[(libc::c_long, u64, bool)]) -> i32 {
         }
         let mut status = 0;
         libc::waitpid(pid, &mut status, 0);
-        assert!(libc::WIFEXITED(status), "child ended by a signal: {status:#x}");
+        assert!(
+            libc::WIFEXITED(status),
+            "child ended by a signal: {status:#x}"
+        );
         libc::WEXITSTATUS(status)
     }
 }
@@ -91,7 +94,11 @@ fn an_errno_rule_returns_its_errno() {
                 libc::_exit(100);
             }
             let r = libc::syscall(libc::SYS_getppid);
-            libc::_exit(if r == -1 { *libc::__errno_location() } else { 0 });
+            libc::_exit(if r == -1 {
+                *libc::__errno_location()
+            } else {
+                0
+            });
         }
         let mut status = 0;
         libc::waitpid(pid, &mut status, 0);
