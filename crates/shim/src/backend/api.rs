@@ -18,7 +18,7 @@ use oci_spec::runtime::{LinuxResources, Process, Spec};
 use crate::backend::proc::Proc;
 use crate::bundle::state::StateRecord;
 use crate::error::{TaskError, TaskResult};
-use crate::os::cgroup::{ContainerCgroup, container_path};
+use crate::os::cgroup::{CgroupPlace, ContainerCgroup, container_path, systemd_running};
 use crate::os::metrics;
 use crate::os::stdio::{StdinFeeder, StdioPaths};
 
@@ -157,9 +157,11 @@ pub struct CreateCtx<'a> {
 }
 
 impl CreateCtx<'_> {
-    /// The container's cgroup: the spec's `cgroupsPath`.
-    pub fn cgroup_path(&self) -> String {
-        container_path(
+    /// The container's cgroup: the spec's `cgroupsPath`. The systemd
+    /// driver's form is refused where no systemd runs: nothing would own
+    /// the units it names.
+    pub fn cgroup_place(&self) -> TaskResult<CgroupPlace> {
+        let place = container_path(
             self.spec
                 .linux()
                 .as_ref()
@@ -168,11 +170,23 @@ impl CreateCtx<'_> {
             self.namespace,
             self.id,
         )
+        .map_err(TaskError::invalid)?;
+        if place.systemd && !systemd_running() {
+            return Err(TaskError::invalid(format!(
+                "linux.cgroupsPath is in the systemd cgroup driver's form, and no systemd \
+                 runs on this node (/run/systemd/system is missing): use the cgroupfs \
+                 driver (kubelet's cgroupDriver: cgroupfs, SystemdCgroup = false), or run \
+                 systemd; cgroup {} would have no owner",
+                place.path
+            )));
+        }
+        Ok(place)
     }
 
     /// Creates the container's cgroup at the spec's `cgroupsPath`.
     pub fn create_cgroup(&self) -> TaskResult<ContainerCgroup> {
-        ContainerCgroup::create(&self.cgroup_path()).map_err(|e| TaskError::internal(e.to_string()))
+        let place = self.cgroup_place()?;
+        ContainerCgroup::create(&place.path).map_err(|e| TaskError::internal(e.to_string()))
     }
 
     /// The spec's resources.

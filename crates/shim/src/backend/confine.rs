@@ -4,14 +4,14 @@
 //!
 //! 1. [`enter`], with one thread, before anything is loaded: a mount
 //!    namespace of its own (and uts, ipc and cgroup namespaces as the spec
-//!    asks), the rootfs bound in it with the spec's mounts, masked and
+//!    asks), its sysctls, the rootfs bound in it with the spec's mounts, masked and
 //!    read-only paths, the default devices. The host's paths still resolve,
 //!    so the module, the node's code cache and the granted directories are
 //!    opened next from where they are.
 //! 2. [`finish`], still with one thread (the engine's ticker starts with the
 //!    first instance, the compiler runs on the calling thread): pivot_root
 //!    into the rootfs (an exec joins its init's mount namespace instead),
-//!    sysctls, rlimits, AppArmor, the user and capabilities, no_new_privs and
+//!    rlimits, AppArmor, the user and capabilities, no_new_privs and
 //!    seccomp last. Every thread made after that (the serving threads, the
 //!    ticker) inherits all of it.
 //!
@@ -73,6 +73,13 @@ pub fn enter(c: &Confinement) -> Result<Entered> {
                 .with_context(|| format!("failed to set hostname `{h}`"));
         }
     }
+    // Through the host's /proc, before any path is made read-only: net.*,
+    // ipc and uts sysctls act on the namespaces of the writer, which are the
+    // container's now.
+    for (path, value) in &root.sysctls {
+        std::fs::write(path, value)
+            .with_context(|| format!("failed to set sysctl `{path}` (linux.sysctl)"))?;
+    }
     // Nothing mounted here may reach the host's namespace.
     mount(
         None::<&str>,
@@ -128,10 +135,6 @@ pub fn finish(c: &Confinement) -> Result<()> {
     }
     if let Some(root) = &c.root {
         pivot(root)?;
-        for (path, value) in &root.sysctls {
-            std::fs::write(path, value)
-                .with_context(|| format!("failed to set sysctl `{path}` (linux.sysctl)"))?;
-        }
     }
     // All opened first: once in the init's mount namespace, `/proc` is
     // the container's, where the init's host pid names nothing.
@@ -333,7 +336,11 @@ fn default_devices(dev: &Path) -> io::Result<()> {
     for (path, _, _) in DEFAULT_DEVICES {
         let name = path.trim_start_matches("/dev/");
         let node = dev.join(name);
-        File::options().write(true).create(true).open(&node)?;
+        File::options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&node)?;
         mount(
             Some(path),
             &node,

@@ -30,7 +30,9 @@ pub struct Linux {
 impl Linux {
     /// `runc create`, with a terminal if the container asks for one.
     pub fn create(ctx: &CreateCtx<'_>) -> TaskResult<Created> {
-        let runc = Runc::new(ctx.id, ctx.bundle);
+        let place = ctx.cgroup_place()?;
+        let mut runc = Runc::new(ctx.id, ctx.bundle);
+        runc.systemd_cgroup = place.systemd;
         let mut feeder = None;
         let created = if ctx.paths.terminal {
             open_output_file(&ctx.paths.stdout)
@@ -52,7 +54,7 @@ impl Linux {
         ctx.init.lock().console = console;
         ctx.register.register(pid, ctx.init);
         // runc made the cgroup at the spec's path.
-        let oom_dir = ContainerCgroup::load(&ctx.cgroup_path()).memory_dir();
+        let oom_dir = ContainerCgroup::load(&place.path).memory_dir();
         Ok(Created {
             backend: Box::new(Self {
                 runc,

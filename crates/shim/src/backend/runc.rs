@@ -41,6 +41,9 @@ impl RuncIo<'_> {
 pub struct Runc {
     pub id: String,
     pub bundle: PathBuf,
+    /// `--systemd-cgroup`: the spec's cgroupsPath is in the systemd form.
+    /// Only `create` needs it; runc keeps the choice in its state.
+    pub systemd_cgroup: bool,
 }
 
 impl Runc {
@@ -48,6 +51,7 @@ impl Runc {
         Self {
             id: id.into(),
             bundle: bundle.into(),
+            systemd_cgroup: false,
         }
     }
 
@@ -68,6 +72,9 @@ impl Runc {
             .arg(self.log())
             .arg("--log-format")
             .arg("json");
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
         cmd
     }
 

@@ -34,19 +34,91 @@ pub fn prepare() {
     drop(hierarchy());
 }
 
+/// Where a container's cgroup is, from the spec's `cgroupsPath`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupPlace {
+    /// The path below each hierarchy's root.
+    pub path: String,
+    /// `cgroupsPath` was in the systemd driver's form (`slice:prefix:name`).
+    pub systemd: bool,
+}
+
 /// The cgroup path for a container: the spec's `cgroupsPath`, or
-/// `/wisp/<namespace>/<id>` when it has none. The systemd form
-/// `slice:prefix:name` becomes `slice/prefix-name.scope`, which is where
-/// systemd would put it in the cgroupfs tree.
-pub fn container_path(spec_path: Option<&str>, namespace: &str, id: &str) -> String {
+/// `/wisp/<namespace>/<id>` when it has none. The systemd driver's form
+/// `slice:prefix:name` is placed where runc's systemd driver puts it: the
+/// slice expanded into its parents (`a-b.slice` is `/a.slice/a-b.slice`),
+/// then `prefix-name.scope` (or `name` when it is itself a `.slice`).
+pub fn container_path(
+    spec_path: Option<&str>,
+    namespace: &str,
+    id: &str,
+) -> Result<CgroupPlace, String> {
+    let fs = |path: String| CgroupPlace {
+        path,
+        systemd: false,
+    };
     match spec_path.filter(|p| !p.is_empty()) {
         Some(p) if !p.starts_with('/') && p.split(':').count() == 3 => {
             let parts: Vec<&str> = p.split(':').collect();
-            format!("/{}/{}-{}.scope", parts[0], parts[1], parts[2])
+            let slice = if parts[0].is_empty() {
+                "system.slice"
+            } else {
+                parts[0]
+            };
+            let parent = expand_slice(slice).map_err(|e| format!("cgroupsPath `{p}`: {e}"))?;
+            let unit = if parts[2].ends_with(".slice") {
+                // A slice of its own: its path is its expansion.
+                return Ok(CgroupPlace {
+                    path: expand_slice(parts[2]).map_err(|e| format!("cgroupsPath `{p}`: {e}"))?,
+                    systemd: true,
+                });
+            } else if parts[1].is_empty() {
+                format!("{}.scope", parts[2])
+            } else {
+                format!("{}-{}.scope", parts[1], parts[2])
+            };
+            Ok(CgroupPlace {
+                path: format!("{}/{unit}", parent.trim_end_matches('/')),
+                systemd: true,
+            })
         }
-        Some(p) => format!("/{}", p.trim_start_matches('/')),
-        None => format!("/wisp/{namespace}/{id}"),
+        Some(p) => Ok(fs(format!("/{}", p.trim_start_matches('/')))),
+        None => Ok(fs(format!("/wisp/{namespace}/{id}"))),
     }
+}
+
+/// runc's `ExpandSlice`: `a-b-c.slice` lives at `/a.slice/a-b.slice/a-b-c.slice`;
+/// `-.slice` is the root.
+pub fn expand_slice(slice: &str) -> Result<String, String> {
+    let Some(name) = slice.strip_suffix(".slice") else {
+        return Err(format!("`{slice}` is not a slice (no .slice suffix)"));
+    };
+    if slice.contains('/') {
+        return Err(format!("`{slice}` contains a /"));
+    }
+    if name == "-" {
+        return Ok("/".into());
+    }
+    let mut path = String::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if part.is_empty() {
+            return Err(format!("`{slice}` has an empty component"));
+        }
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push('/');
+        path.push_str(&prefix);
+        path.push_str(".slice");
+    }
+    Ok(path)
+}
+
+/// Whether systemd manages this node (sd_booted(3)'s test).
+pub fn systemd_running() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
 }
 
 /// A container's cgroup.
@@ -279,22 +351,73 @@ impl ContainerCgroup {
 
 #[cfg(test)]
 mod tests {
-    use super::container_path;
+    use super::{CgroupPlace, container_path, expand_slice};
+
+    fn place(path: &str, systemd: bool) -> Result<CgroupPlace, String> {
+        Ok(CgroupPlace {
+            path: path.into(),
+            systemd,
+        })
+    }
 
     #[test]
     fn paths() {
         assert_eq!(
             container_path(Some("/default/c1"), "default", "c1"),
-            "/default/c1"
+            place("/default/c1", false)
         );
         assert_eq!(
             container_path(Some("kubepods/x/c1"), "k8s.io", "c1"),
-            "/kubepods/x/c1"
+            place("/kubepods/x/c1", false)
         );
-        assert_eq!(container_path(None, "default", "c1"), "/wisp/default/c1");
+        assert_eq!(
+            container_path(None, "default", "c1"),
+            place("/wisp/default/c1", false)
+        );
+    }
+
+    /// runc's systemd driver's placement (libcontainer/cgroups/systemd:
+    /// ExpandSlice and getUnitName), as kubelet's systemd driver names pods.
+    #[test]
+    fn systemd_paths_as_runc_expands_them() {
         assert_eq!(
             container_path(Some("system.slice:cri-containerd:c1"), "k8s.io", "c1"),
-            "/system.slice/cri-containerd-c1.scope"
+            place("/system.slice/cri-containerd-c1.scope", true)
+        );
+        assert_eq!(
+            container_path(
+                Some("kubepods-burstable-pod1a2b.slice:cri-containerd:c1"),
+                "k8s.io",
+                "c1"
+            ),
+            place(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1a2b.slice/cri-containerd-c1.scope",
+                true
+            )
+        );
+        assert_eq!(
+            container_path(Some(":cri-containerd:c1"), "k8s.io", "c1"),
+            place("/system.slice/cri-containerd-c1.scope", true)
+        );
+        assert_eq!(
+            container_path(Some("-.slice:docker:c1"), "k8s.io", "c1"),
+            place("/docker-c1.scope", true)
+        );
+        assert_eq!(
+            container_path(Some("kubepods.slice::pod.slice"), "k8s.io", "c1"),
+            place("/pod.slice", true)
+        );
+        assert_eq!(
+            expand_slice("a-b-c.slice").unwrap(),
+            "/a.slice/a-b.slice/a-b-c.slice"
+        );
+        assert!(expand_slice("a--b.slice").is_err());
+        assert!(expand_slice("a-b").is_err());
+        assert!(expand_slice("a/b.slice").is_err());
+        assert!(
+            container_path(Some("nope:cri-containerd:c1"), "k8s.io", "c1")
+                .unwrap_err()
+                .contains("not a slice")
         );
     }
 }

@@ -269,3 +269,32 @@ fn components_run_as_commands() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "args\nx\n");
 }
+
+/// A cgroupsPath in the systemd driver's form, on a node without systemd,
+/// fails Create naming the field and the way out, for a Wasm container and
+/// a Linux one alike (runc would need systemd for `--systemd-cgroup`).
+#[test]
+fn a_systemd_cgroup_path_without_systemd_fails_create() {
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        eprintln!("skipped: systemd runs here");
+        return;
+    }
+    let c = Containerd::start();
+    let echo = c.import_wasm("echo", &guests::echo(), Shape::Image);
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        WISP,
+        "--cgroup",
+        "kubepods-besteffort.slice:cri-containerd:sd1",
+        &echo,
+        "sd1",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("linux.cgroupsPath") && err.contains("no systemd"),
+        "{err}"
+    );
+}

@@ -103,6 +103,14 @@ fn a_restricted_wasm_pod_is_confined_as_its_runc_sidecar() {
         searches: vec!["default.svc.cluster.local".into()],
         options: vec!["ndots:5".into()],
     });
+    // A namespaced sysctl, which containerd writes into every container's
+    // spec too (containerd 2 adds this one to every pod): set in the pod's
+    // netns before /proc/sys becomes read-only.
+    pod_config.linux.as_mut().unwrap().sysctls = [(
+        "net.ipv4.ip_unprivileged_port_start".to_string(),
+        "80".to_string(),
+    )]
+    .into();
     let pod = cri.run_pod_with(pod_config, WISP);
 
     // An emptyDir as kubelet makes one for fsGroup 2000: group-owned,

@@ -67,6 +67,10 @@ fn workloads(handler: &str) {
         (names.lines().count() == 1).then_some(())
     });
 
+    if handler == WISP {
+        restricted_namespace(&k, handler, &app);
+    }
+
     // A Wasm app with a busybox sidecar, Ready by its httpGet probe on the
     // app; logs, exec and its memory limit.
     let pod = format!(
@@ -277,4 +281,98 @@ spec:
         .filter(|m| *m != kubelet_root)
         .collect();
     assert_eq!(mounts, Vec::<String>::new());
+}
+
+/// A namespace enforcing the `restricted` Pod Security Standard admits a
+/// Wasm Deployment that complies, and it serves: its process runs as the
+/// pod's user with no capability, no_new_privs and RuntimeDefault seccomp
+/// (the CRI tier checks those fields against runc's). Per-pod mode only:
+/// node mode does not confine hosted apps yet (issue 22, item 3).
+fn restricted_namespace(k: &Cluster, handler: &str, app: &str) {
+    k.apply(&format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: restricted
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: locked
+  namespace: restricted
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: locked}}
+  template:
+    metadata:
+      labels: {{app: locked}}
+    spec:
+      runtimeClassName: {handler}
+      terminationGracePeriodSeconds: 5
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 1000
+        fsGroup: 2000
+        seccompProfile: {{type: RuntimeDefault}}
+      containers:
+      - name: app
+        image: {app}
+        imagePullPolicy: Never
+        env: [{{name: PORT, value: "8080"}}]
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {{drop: [ALL]}}
+        readinessProbe:
+          httpGet: {{path: /, port: 8080}}
+          periodSeconds: 1
+"#
+    ));
+    let waited = k.kubectl(&[
+        "wait",
+        "-n",
+        "restricted",
+        "--for=condition=Available",
+        "deployment/locked",
+        "--timeout=120s",
+    ]);
+    if !waited.status.success() {
+        let describe = k.kubectl(&["describe", "pods", "-n", "restricted"]);
+        panic!(
+            "the restricted Deployment never got Available: {}\n{}\n--- containerd:\n{}",
+            String::from_utf8_lossy(&waited.stderr),
+            String::from_utf8_lossy(&describe.stdout),
+            k.cri.log()
+        );
+    }
+    let ip = k.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        "restricted",
+        "-l",
+        "app=locked",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    assert_eq!(
+        http_get(&ip, 8080, "/"),
+        Some((200, "hello from wisp\n".into()))
+    );
+    // A pod that asks for root is refused by admission, not by the runtime.
+    let root = k.kubectl(&[
+        "run",
+        "-n",
+        "restricted",
+        "rooted",
+        "--image",
+        app,
+        "--overrides",
+        &format!(r#"{{"spec":{{"runtimeClassName":"{handler}"}}}}"#),
+    ]);
+    assert!(!root.status.success(), "a root pod was admitted");
+    k.kubectl_ok(&["delete", "namespace", "restricted", "--wait=true"]);
 }
