@@ -99,6 +99,14 @@ pub fn spawn_exec(
         .map_err(|e| TaskError::invalid(e.to_string()))?;
     if let Some(join) = join {
         exec_plan.join = join;
+        // The init is the node process, whose mount and pid namespaces are
+        // the host's: the exec sets up the container's own root instead, as
+        // the app's process would have in per-pod mode.
+        if let (Some(c), Some(init)) = (exec_plan.confine.as_mut(), init_plan.confine.as_ref()) {
+            c.root = init.root.clone();
+            c.join_late.clear();
+            c.pid = init.pid.clone();
+        }
     }
     let mut stdio = open_stdio(&proc.stdio).map_err(stdio_error("exec"))?;
     let feeder = stdio.feeder.take();

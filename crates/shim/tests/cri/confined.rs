@@ -210,3 +210,38 @@ fn a_field_a_wasm_container_cannot_honour_fails_create_naming_it() {
     );
     cri.remove_pod(&pod.id);
 }
+
+/// In node mode the app runs in the node process (not yet confined: issue
+/// 22, item 3), but an exec is a process of its own: it gets the
+/// container's root, mounts, user and groups as in per-pod mode.
+#[test]
+fn a_node_mode_exec_runs_as_the_pods_user() {
+    let cri = Cri::start();
+    let app = cri.import_wasm_app(
+        "web",
+        &guests::http_echo(),
+        &[("echo.wasm", &guests::echo())],
+    );
+    let pod = cri.run_pod("restricted-node", crate::support::WISP_NODE);
+    let volume = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(volume.path(), Some(0), Some(2000)).unwrap();
+    std::fs::set_permissions(volume.path(), std::fs::Permissions::from_mode(0o2777)).unwrap();
+    let mut web = container("app", &app);
+    env(&mut web, &[("PORT", "8080")]);
+    web.mounts.push(Mount {
+        container_path: "/data".into(),
+        host_path: volume.path().to_string_lossy().into_owned(),
+        ..Default::default()
+    });
+    restricted(&mut web);
+    let id = cri.run(&pod, web);
+    assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");
+    let r = cri.exec_sync(
+        &id,
+        &["/tools/echo.wasm", "write", "/data/by-exec.txt", "x"],
+    );
+    assert_eq!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stderr));
+    let md = std::fs::metadata(volume.path().join("by-exec.txt")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 2000));
+    cri.remove_pod(&pod.id);
+}
