@@ -1,7 +1,7 @@
 //! Linux containers beside Wasm: runc's own shim as the control, and the
 //! same busybox image through wisp, which hands it to runc.
 
-use crate::support::{Containerd, RUNC, WISP, stderr, stdout, wait_status};
+use crate::support::{Containerd, RUNC, WISP, stderr, stdout, task_status, wait_status};
 
 #[test]
 fn busybox_runs_under_runc_and_under_wisp_alike() {
@@ -40,6 +40,11 @@ fn linux_container_lifecycle_through_wisp() {
     assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
     c.ok(&["tasks", "pause", "side"]);
     wait_status(&c, "side", "PAUSED");
+    // A signal to a frozen container does not thaw it: runc's freezer keeps
+    // it, and the task says PAUSED still (the layering had once said RUNNING).
+    c.ok(&["tasks", "kill", "--signal", "SIGTERM", "side"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(task_status(&c, "side").as_deref(), Some("PAUSED"));
     c.ok(&["tasks", "resume", "side"]);
     wait_status(&c, "side", "RUNNING");
     // `sleep` is pid 1 of its pid namespace and has no SIGTERM handler, so
