@@ -23,6 +23,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 1_000;
 /// How long in-flight requests may run after SIGTERM/SIGINT before the server exits.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request's header block must arrive within this (nginx's
+/// `client_header_timeout` is 60 s, Go's servers often use 10 to 30 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default listen backlog: large enough that a burst of connects is queued by the
 /// kernel rather than refused (the kernel clamps it to `net.core.somaxconn`).
 pub const DEFAULT_BACKLOG: u32 = 4096;
@@ -104,6 +107,10 @@ pub struct ServerConfig {
     /// Requests one HTTP/2 connection may have in flight at once (h2c with
     /// prior knowledge; HTTP/1.1 carries one at a time).
     pub max_streams_per_connection: u32,
+    /// How long a client has to send a request's whole header block; past
+    /// it the connection is closed. Without it a client that sends a few
+    /// bytes and stalls holds a connection slot forever (slowloris).
+    pub header_read_timeout: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +123,7 @@ impl Default for ServerConfig {
             drain_timeout: HumanDuration(DEFAULT_DRAIN_TIMEOUT),
             backlog: DEFAULT_BACKLOG,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            header_read_timeout: HumanDuration(DEFAULT_HEADER_READ_TIMEOUT),
         }
     }
 }
@@ -304,6 +312,11 @@ impl Config {
         if self.server.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "max-connections must be at least 1".into(),
+            ));
+        }
+        if self.server.header_read_timeout.0.is_zero() {
+            return Err(ConfigError::Invalid(
+                "header-read-timeout must be greater than 0".into(),
             ));
         }
         if self.engine.pooling.total_instances == 0 {

@@ -101,6 +101,7 @@ struct Inner {
     queued: AtomicUsize,
     /// Concurrent streams per HTTP/2 connection.
     max_streams_per_connection: u32,
+    header_read_timeout: Duration,
     live: Arc<AtomicUsize>,
     listen: SocketAddr,
     /// Usage of the instances, counted only for a hosted app (see
@@ -195,6 +196,7 @@ impl HttpServer {
                 max_slots: config.server.max_concurrent_requests as usize,
                 queued: AtomicUsize::new(0),
                 max_streams_per_connection: config.server.max_streams_per_connection,
+                header_read_timeout: config.server.header_read_timeout.0,
                 live: Arc::new(AtomicUsize::new(0)),
                 listen: config.server.listen,
                 meter,
@@ -670,9 +672,17 @@ impl HttpServer {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        builder.http1().keep_alive(true);
+        // hyper's timeouts need a timer: without one the header-read
+        // timeout is inert and a client that stalls mid-header holds its
+        // connection slot forever.
+        builder
+            .http1()
+            .keep_alive(true)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.inner.header_read_timeout);
         builder
             .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(self.inner.max_streams_per_connection);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -709,13 +719,29 @@ impl HttpServer {
             // HTTP/1.1, or HTTP/2 when the client opens with its preface (h2c
             // with prior knowledge, as proxies and gRPC clients speak to a
             // backend): many requests in flight on one connection.
-            let conn = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let first_byte = self.inner.header_read_timeout;
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = conn.await {
+                // A connection that sends nothing at all would wait in the
+                // protocol detection, where no hyper timer runs, holding its
+                // slot forever: it gets the header-read timeout too. (Once
+                // bytes come, hyper's own timer bounds each header block,
+                // the wait for the next request on a kept-alive connection
+                // included.)
+                let mut byte = [0u8; 1];
+                if tokio::time::timeout(first_byte, stream.peek(&mut byte))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%remote, "connection sent nothing in time; closed");
+                    return;
+                }
+                let conn = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, %remote, "connection ended with an error");
                 }
             });

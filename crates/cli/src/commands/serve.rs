@@ -43,6 +43,11 @@ pub struct ServeCommand {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     queue_timeout: Option<HumanDuration>,
 
+    /// How long a client has to send a request's headers before the
+    /// connection is closed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    header_read_timeout: Option<HumanDuration>,
+
     /// How long in-flight requests may finish after SIGTERM/SIGINT.
     #[arg(long, value_name = "DURATION", env = "WISP_DRAIN_TIMEOUT", value_parser = parse_duration)]
     drain_timeout: Option<HumanDuration>,
@@ -107,6 +112,9 @@ impl ServeCommand {
         }
         if let Some(v) = self.drain_timeout {
             config.server.drain_timeout = v;
+        }
+        if let Some(v) = self.header_read_timeout {
+            config.server.header_read_timeout = v;
         }
         if let Some(v) = self.backlog {
             config.server.backlog = v;

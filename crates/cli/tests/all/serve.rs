@@ -163,6 +163,66 @@ fn wagi_status_header_failure_exit_and_timeout() {
 /// `Connection` and `Transfer-Encoding` are dropped, so the bytes it writes
 /// after its body stay in that body, and the next request on the keep-alive
 /// connection gets its own answer, not the guest's forged second response.
+/// A client that sends part of a request's headers and stalls (slowloris),
+/// or sends nothing at all, loses its connection after
+/// --header-read-timeout, so it cannot hold a connection slot.
+#[test]
+fn a_client_that_stalls_mid_header_is_cut_off() {
+    use std::io::{Read, Write};
+    let sb = Sandbox::new();
+    let server = serve(
+        &sb,
+        &guests::http_hello(),
+        &["--header-read-timeout", "300ms"],
+    );
+    let mut silent = std::net::TcpStream::connect(server.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stalled
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .unwrap();
+    let mut got = Vec::new();
+    // EOF (or a 408 then EOF) before the read timeout: closed by the server.
+    let read = stalled.read_to_end(&mut got);
+    assert!(
+        read.is_ok(),
+        "the stalled connection was never closed: {read:?}"
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    let read = silent.read_to_end(&mut got);
+    assert!(
+        read.is_ok(),
+        "the silent connection was never closed: {read:?}"
+    );
+    let r = server.get("/");
+    assert_eq!((r.status, r.body.as_str()), (200, "hello from wisp\n"));
+    // Refused rather than ignored: 0 would mean no timeout at all.
+    let out = sb
+        .cmd([
+            "serve",
+            "--header-read-timeout",
+            "0s",
+            s(&guests::http_hello()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("header-read-timeout"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_wagi_guest_cannot_split_the_response() {
     use std::io::{BufRead, BufReader, Read, Write};
