@@ -684,6 +684,9 @@ impl HttpServer {
             .http2()
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(self.inner.max_streams_per_connection);
+        // Shared by every connection's task, which starts serving only once
+        // its first byte has come.
+        let builder = Arc::new(builder);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             // Take a connection slot before accepting: past the limit, new
@@ -719,7 +722,7 @@ impl HttpServer {
             // HTTP/1.1, or HTTP/2 when the client opens with its preface (h2c
             // with prior knowledge, as proxies and gRPC clients speak to a
             // backend): many requests in flight on one connection.
-            let builder = builder.clone();
+            let builder = Arc::clone(&builder);
             let watcher = graceful.watcher();
             let first_byte = self.inner.header_read_timeout;
             tokio::spawn(async move {

@@ -133,26 +133,26 @@ fn prepare(plan: &mut WasmPlan) -> Result<Prepared> {
     let prepared = if serve {
         let server = HttpServer::new(&engine, &app, &plan.serve_config()?)
             .with_context(|| format!("`{module}` cannot be served"))?;
-        if let Some(c) = &plan.confine {
-            confine::finish(c)?;
-        }
-        current_thread()?
-            .block_on(server.instantiate_once())
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("failed to instantiate `{module}`"))?;
         Prepared::Serve { server, config }
     } else {
         let command = command::prepare(&engine, &app, &config, &plan.args, Stdio::Inherit)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("failed to prepare `{module}`"))?;
-        if let Some(c) = &plan.confine {
-            confine::finish(c)?;
-        }
         Prepared::Command {
             command: Box::new(command),
             runtime: current_thread()?,
         }
     };
+    if let Some(c) = &plan.confine {
+        confine::finish(c)?;
+    }
+    // Confined first: the first instance starts the engine's ticker thread.
+    if let Prepared::Serve { server, .. } = &prepared {
+        current_thread()?
+            .block_on(server.instantiate_once())
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("failed to instantiate `{module}`"))?;
+    }
     Ok(prepared)
 }
 

@@ -46,12 +46,16 @@ pub const DISABLE_ENV: &str = "WISP_NO_ZYGOTE";
 /// 0, 1, 2, [`CONTROL_FD`], [`STATUS_FD`].
 const FDS: usize = 5;
 /// A request's first byte, so that a request is never an empty datagram
-/// (which reads like the end of the stream): the process's pid namespace.
+/// (which reads like the end of the stream). It also names the process's
+/// pid namespace: this one is the daemon's,
 const REQUEST: u8 = b'W';
-/// ... in a new pid namespace.
+/// this one a new one,
 const REQUEST_NEW_PID: u8 = b'N';
-/// ... in the pid namespace of a sixth descriptor.
+/// and this one that of a sixth descriptor.
 const REQUEST_JOIN_PID: u8 = b'J';
+
+/// Longest request: the `tasks` files of every cgroup v1 controller.
+const MAX_REQUEST: usize = 64 * 1024;
 
 /// The pid namespace a container process is created in.
 #[derive(Clone, Copy)]
@@ -63,8 +67,6 @@ pub enum PidRequest<'a> {
     /// This one's.
     Join(BorrowedFd<'a>),
 }
-/// Longest request: the `tasks` files of every cgroup v1 controller.
-const MAX_REQUEST: usize = 64 * 1024;
 
 static ZYGOTE: OnceLock<Zygote> = OnceLock::new();
 
@@ -282,14 +284,10 @@ fn fork_container(
     kind: u8,
     request: &[u8],
 ) -> Result<i32, nix::errno::Errno> {
-    let pid_ns = if kind == REQUEST_JOIN_PID {
-        fds.pop()
-    } else {
-        None
+    let pid_ns = match kind {
+        REQUEST_JOIN_PID => Some(fds.pop().ok_or(nix::errno::Errno::EINVAL)?),
+        _ => None,
     };
-    if pid_ns.is_none() && kind == REQUEST_JOIN_PID {
-        return Err(nix::errno::Errno::EINVAL);
-    }
     let fds: [OwnedFd; FDS] = fds.try_into().map_err(|_| nix::errno::Errno::EINVAL)?;
     let thread_files: Vec<&CStr> = request
         .split_inclusive(|b| *b == 0)

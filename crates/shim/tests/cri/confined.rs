@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_cri::v1::*;
 use wisp_test_guests as guests;
 
+use crate::sandbox::{IDENTITY, status_field};
 use crate::support::{Cri, WISP, container, env, wait_ready};
 
 /// The container securityContext of the `restricted` profile, as kubelet
@@ -38,6 +39,20 @@ fn restricted(config: &mut ContainerConfig) {
     sc.readonly_rootfs = true;
 }
 
+/// An emptyDir as kubelet makes one for fsGroup 2000 (group-owned, setgid,
+/// writable), mounted at `/data`.
+fn fs_group_volume() -> (tempfile::TempDir, Mount) {
+    let volume = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(volume.path(), Some(0), Some(2000)).unwrap();
+    std::fs::set_permissions(volume.path(), std::fs::Permissions::from_mode(0o2777)).unwrap();
+    let mount = Mount {
+        container_path: "/data".into(),
+        host_path: volume.path().to_string_lossy().into_owned(),
+        ..Default::default()
+    };
+    (volume, mount)
+}
+
 /// The one process in a container's cgroups.
 fn container_pid(cri: &Cri, id: &str) -> u32 {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -64,30 +79,6 @@ fn container_pid(cri: &Cri, id: &str) -> u32 {
     }
 }
 
-fn status_field(pid: u32, name: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default()
-}
-
-const CONFINEMENT: &[&str] = &[
-    "Uid",
-    "Gid",
-    "Groups",
-    "CapInh",
-    "CapPrm",
-    "CapEff",
-    "CapBnd",
-    "CapAmb",
-    "NoNewPrivs",
-    "Seccomp",
-];
-
 #[test]
 fn a_restricted_wasm_pod_is_confined_as_its_runc_sidecar() {
     let cri = Cri::start();
@@ -113,16 +104,7 @@ fn a_restricted_wasm_pod_is_confined_as_its_runc_sidecar() {
     .into();
     let pod = cri.run_pod_with(pod_config, WISP);
 
-    // An emptyDir as kubelet makes one for fsGroup 2000: group-owned,
-    // setgid, writable.
-    let volume = tempfile::tempdir().unwrap();
-    std::os::unix::fs::chown(volume.path(), Some(0), Some(2000)).unwrap();
-    std::fs::set_permissions(volume.path(), std::fs::Permissions::from_mode(0o2777)).unwrap();
-    let data = Mount {
-        container_path: "/data".into(),
-        host_path: volume.path().to_string_lossy().into_owned(),
-        ..Default::default()
-    };
+    let (volume, data) = fs_group_volume();
 
     let mut web = container("app", &app);
     env(&mut web, &[("PORT", "8080")]);
@@ -145,7 +127,7 @@ fn a_restricted_wasm_pod_is_confined_as_its_runc_sidecar() {
         assert!(Instant::now() < deadline, "the sidecar never ran busybox");
         std::thread::sleep(Duration::from_millis(10));
     }
-    for field in CONFINEMENT {
+    for field in IDENTITY {
         assert_eq!(
             status_field(wasm, field),
             status_field(runc, field),
@@ -223,16 +205,10 @@ fn a_node_mode_exec_runs_as_the_pods_user() {
         &[("echo.wasm", &guests::echo())],
     );
     let pod = cri.run_pod("restricted-node", crate::support::WISP_NODE);
-    let volume = tempfile::tempdir().unwrap();
-    std::os::unix::fs::chown(volume.path(), Some(0), Some(2000)).unwrap();
-    std::fs::set_permissions(volume.path(), std::fs::Permissions::from_mode(0o2777)).unwrap();
+    let (volume, data) = fs_group_volume();
     let mut web = container("app", &app);
     env(&mut web, &[("PORT", "8080")]);
-    web.mounts.push(Mount {
-        container_path: "/data".into(),
-        host_path: volume.path().to_string_lossy().into_owned(),
-        ..Default::default()
-    });
+    web.mounts.push(data);
     restricted(&mut web);
     let id = cri.run(&pod, web);
     assert_eq!(wait_ready(&pod.ip, 8080, "/"), "hello from wisp\n");

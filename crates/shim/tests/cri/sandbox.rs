@@ -9,7 +9,7 @@ use crate::support::{
     Cri, RUNC, WISP, WISP_NODE, container, env, processes_matching, share_pids, wait_ready,
 };
 
-fn status_field(pid: u32, name: &str) -> String {
+pub fn status_field(pid: u32, name: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
@@ -131,7 +131,7 @@ fn a_sandbox_asking_for_seccomp_goes_to_runc_which_applies_it() {
 }
 
 /// The fields of /proc/PID/status that say who a process is and what it may.
-const IDENTITY: &[&str] = &[
+pub const IDENTITY: &[&str] = &[
     "Uid",
     "Gid",
     "Groups",
